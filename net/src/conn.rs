@@ -1,0 +1,540 @@
+//! The per-connection loop: parse, enforce limits, frame bodies, dispatch,
+//! write responses in order.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::{Either, select};
+use httparse::Status;
+use monoio::time::timeout;
+
+use crate::limits::HttpLimits;
+use crate::problem::Problem;
+use crate::request::{Method, Request};
+use crate::response::Response;
+use crate::shutdown::Shutdown;
+use crate::transport::Transport;
+
+/// What the edge calls for each complete request.
+pub trait Handler {
+    /// Answers `req`. Runs on the shard that accepted the connection.
+    fn handle(&self, req: &Request) -> impl Future<Output = Response>;
+
+    /// Called when the edge itself answers (400, 408, 413, 414, 431, ...)
+    /// without reaching the handler; for metrics.
+    fn edge_error(&self, _status: u16) {}
+}
+
+/// Largest response backlog kept while more pipelined requests are parsed.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Buffers above this are shrunk back after use (a big body or response
+/// must not pin memory on an idle keep-alive connection).
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+const INITIAL_BUFFER_BYTES: usize = 4096;
+/// After an error answer, unread input is drained for at most this long so
+/// the client sees the answer instead of a reset.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
+/// A chunk-size line longer than this is malformed.
+const MAX_CHUNK_LINE: usize = 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Serves one connection until the client closes it, a limit or timeout
+/// ends it, or `shutdown` drains it.
+pub async fn serve<T: Transport, H: Handler>(
+    io: &mut T,
+    handler: &H,
+    limits: &HttpLimits,
+    shutdown: &Shutdown,
+) {
+    let mut conn = Conn {
+        io,
+        limits,
+        rbuf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
+        pos: 0,
+        wbuf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
+    };
+    let mut req = Request::default();
+    loop {
+        match conn.next_request(&mut req, shutdown).await {
+            Next::Request { keep_alive } => {
+                let response = handler.handle(&req).await;
+                let close = !keep_alive || response.close || shutdown.is_triggered();
+                response.encode(&mut conn.wbuf, close, req.method() == Method::Head);
+                if close {
+                    let _ = conn.flush().await;
+                    return;
+                }
+                if (conn.wbuf.len() >= WRITE_BATCH_BYTES || conn.pos == conn.rbuf.len())
+                    && conn.flush().await.is_err()
+                {
+                    return;
+                }
+            }
+            Next::Fail(problem) => {
+                handler.edge_error(problem.status);
+                problem.into_response().encode(&mut conn.wbuf, true, false);
+                if conn.flush().await.is_ok() {
+                    conn.linger().await;
+                }
+                return;
+            }
+            Next::Close => {
+                let _ = conn.flush().await;
+                return;
+            }
+        }
+        conn.shrink();
+    }
+}
+
+enum Next {
+    Request { keep_alive: bool },
+    Fail(Problem),
+    Close,
+}
+
+enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+}
+
+enum Read {
+    Data,
+    Eof,
+    TimedOut,
+    Failed,
+    Shutdown,
+}
+
+struct Head {
+    len: usize,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+struct Conn<'a, T> {
+    io: &'a mut T,
+    limits: &'a HttpLimits,
+    rbuf: Vec<u8>,
+    pos: usize,
+    wbuf: Vec<u8>,
+}
+
+impl<T: Transport> Conn<'_, T> {
+    async fn next_request(&mut self, req: &mut Request, shutdown: &Shutdown) -> Next {
+        req.clear();
+        let head = loop {
+            if self.pos == self.rbuf.len() {
+                self.rbuf.clear();
+                self.pos = 0;
+            }
+            match parse_head(&self.rbuf[self.pos..], self.limits, req) {
+                Ok(Some(head)) => break head,
+                Err(problem) => return Next::Fail(problem),
+                Ok(None) => {}
+            }
+            let pending = self.rbuf.len() - self.pos;
+            if let Some(problem) = oversized_partial_head(&self.rbuf[self.pos..], self.limits) {
+                return Next::Fail(problem);
+            }
+            if self.flush().await.is_err() {
+                return Next::Close;
+            }
+            let idle = pending == 0;
+            if idle && shutdown.is_triggered() {
+                return Next::Close;
+            }
+            let outcome = if idle {
+                self.read_idle(shutdown).await
+            } else {
+                self.read_more(self.limits.header_read_timeout, self.limits.max_header_bytes + 1)
+                    .await
+            };
+            match outcome {
+                Read::Data => {}
+                Read::TimedOut if !idle => {
+                    return Next::Fail(Problem::new(
+                        408,
+                        "request_timeout",
+                        "the request head did not arrive in time",
+                    ));
+                }
+                Read::Eof | Read::Failed | Read::TimedOut | Read::Shutdown => return Next::Close,
+            }
+        };
+        self.pos += head.len;
+
+        if head.expect_continue && !matches!(head.framing, Framing::None) {
+            let buffered = self.rbuf.len() > self.pos;
+            if !buffered {
+                self.wbuf.extend_from_slice(CONTINUE);
+                if self.flush().await.is_err() {
+                    return Next::Close;
+                }
+            }
+        }
+        let body = match head.framing {
+            Framing::None => Ok(()),
+            Framing::Length(n) => self.read_length_body(n, req).await,
+            Framing::Chunked => self.read_chunked_body(req).await,
+        };
+        match body {
+            Ok(()) => Next::Request { keep_alive: head.keep_alive },
+            Err(next) => next,
+        }
+    }
+
+    async fn read_length_body(&mut self, n: usize, req: &mut Request) -> Result<(), Next> {
+        while self.rbuf.len() - self.pos < n {
+            let missing = n - (self.rbuf.len() - self.pos);
+            self.body_read(missing).await?;
+        }
+        req.body.extend_from_slice(&self.rbuf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(())
+    }
+
+    async fn read_chunked_body(&mut self, req: &mut Request) -> Result<(), Next> {
+        let max = self.limits.max_body_bytes;
+        loop {
+            let avail = &self.rbuf[self.pos..];
+            match httparse::parse_chunk_size(avail) {
+                Ok(Status::Complete((line, size))) => {
+                    let size = usize::try_from(size).unwrap_or(usize::MAX);
+                    if size > max.saturating_sub(req.body.len()) {
+                        return Err(too_large(max));
+                    }
+                    if size == 0 {
+                        self.pos += line;
+                        return self.skip_trailers().await;
+                    }
+                    let need = line + size + 2;
+                    if avail.len() < need {
+                        self.body_read(need - avail.len()).await?;
+                        continue;
+                    }
+                    if &avail[line + size..need] != b"\r\n" {
+                        return Err(Next::Fail(Problem::bad_request("malformed chunk")));
+                    }
+                    req.body.extend_from_slice(&avail[line..line + size]);
+                    self.pos += need;
+                }
+                Ok(Status::Partial) => {
+                    if avail.len() > MAX_CHUNK_LINE {
+                        return Err(Next::Fail(Problem::bad_request("chunk size line too long")));
+                    }
+                    self.body_read(1).await?;
+                }
+                Err(_) => return Err(Next::Fail(Problem::bad_request("malformed chunk size"))),
+            }
+        }
+    }
+
+    /// Skips the trailer section after the last chunk, up to its empty line.
+    async fn skip_trailers(&mut self) -> Result<(), Next> {
+        let mut seen = 0usize;
+        loop {
+            let avail = &self.rbuf[self.pos..];
+            match avail.windows(2).position(|w| w == b"\r\n") {
+                Some(0) => {
+                    self.pos += 2;
+                    return Ok(());
+                }
+                Some(line) => {
+                    seen += line + 2;
+                    self.pos += line + 2;
+                    if seen > self.limits.max_header_bytes {
+                        return Err(Next::Fail(Problem::new(
+                            431,
+                            "headers_too_large",
+                            "trailer section too large",
+                        )));
+                    }
+                }
+                None => {
+                    if avail.len() + seen > self.limits.max_header_bytes {
+                        return Err(Next::Fail(Problem::new(
+                            431,
+                            "headers_too_large",
+                            "trailer section too large",
+                        )));
+                    }
+                    self.body_read(1).await?;
+                }
+            }
+        }
+    }
+
+    async fn body_read(&mut self, at_least: usize) -> Result<(), Next> {
+        match self.read_more(self.limits.body_read_timeout, at_least).await {
+            Read::Data => Ok(()),
+            Read::TimedOut => Err(Next::Fail(Problem::new(
+                408,
+                "request_timeout",
+                "the request body did not arrive in time",
+            ))),
+            Read::Eof | Read::Failed | Read::Shutdown => Err(Next::Close),
+        }
+    }
+
+    /// Reads more input with room for at least `want` bytes (capped).
+    async fn read_more(&mut self, limit: Duration, want: usize) -> Read {
+        self.make_room(want);
+        let buf = std::mem::take(&mut self.rbuf);
+        match timeout(limit, self.io.read(buf)).await {
+            Ok((result, buf)) => {
+                self.rbuf = buf;
+                match result {
+                    Ok(0) => Read::Eof,
+                    Ok(_) => Read::Data,
+                    Err(_) => Read::Failed,
+                }
+            }
+            Err(_) => Read::TimedOut,
+        }
+    }
+
+    /// Waits for the next request on a keep-alive connection: ends at the
+    /// idle timeout or when the shard drains.
+    async fn read_idle(&mut self, shutdown: &Shutdown) -> Read {
+        self.make_room(INITIAL_BUFFER_BYTES);
+        let buf = std::mem::take(&mut self.rbuf);
+        let idle = self.limits.idle_timeout;
+        let read = std::pin::pin!(timeout(idle, self.io.read(buf)));
+        let stop = std::pin::pin!(shutdown.wait());
+        match select(read, stop).await {
+            Either::Left((Ok((result, buf)), _)) => {
+                self.rbuf = buf;
+                match result {
+                    Ok(0) => Read::Eof,
+                    Ok(_) => Read::Data,
+                    Err(_) => Read::Failed,
+                }
+            }
+            Either::Left((Err(_), _)) => Read::TimedOut,
+            Either::Right(_) => Read::Shutdown,
+        }
+    }
+
+    fn make_room(&mut self, want: usize) {
+        if self.pos > 0 && self.pos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 && self.rbuf.capacity() - self.rbuf.len() < want {
+            self.rbuf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        let want = want.clamp(INITIAL_BUFFER_BYTES, 1024 * 1024);
+        if room < want {
+            self.rbuf.reserve(want);
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.wbuf);
+        match timeout(self.limits.write_timeout, self.io.write_all(buf)).await {
+            Ok((Ok(()), mut buf)) => {
+                buf.clear();
+                self.wbuf = buf;
+                Ok(())
+            }
+            Ok((Err(_), _)) | Err(_) => Err(()),
+        }
+    }
+
+    /// Drains unread input briefly after an error answer, so closing with
+    /// unread data does not reset the connection before the client reads.
+    async fn linger(&mut self) {
+        let deadline = std::time::Instant::now() + LINGER;
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            self.rbuf.clear();
+            self.pos = 0;
+            let before = self.rbuf.len();
+            match self.read_more(left, INITIAL_BUFFER_BYTES).await {
+                Read::Data => drained += self.rbuf.len() - before,
+                _ => return,
+            }
+        }
+    }
+
+    fn shrink(&mut self) {
+        if self.rbuf.capacity() > KEEP_BUFFER_BYTES && self.pos == self.rbuf.len() {
+            self.rbuf = Vec::with_capacity(INITIAL_BUFFER_BYTES);
+            self.pos = 0;
+        }
+        if self.wbuf.capacity() > KEEP_BUFFER_BYTES && self.wbuf.is_empty() {
+            self.wbuf = Vec::with_capacity(INITIAL_BUFFER_BYTES);
+        }
+    }
+}
+
+fn too_large(max: usize) -> Next {
+    Next::Fail(Problem::new(
+        413,
+        "payload_too_large",
+        format!("request body exceeds {max} bytes"),
+    ))
+}
+
+/// A partial head that can no longer become acceptable: 414 while the
+/// request line alone is too long, 431 once the whole head is.
+fn oversized_partial_head(buf: &[u8], limits: &HttpLimits) -> Option<Problem> {
+    let line_done = buf.contains(&b'\n');
+    if !line_done && buf.len() > limits.max_uri_bytes + 32 {
+        return Some(Problem::new(
+            414,
+            "uri_too_long",
+            format!("request target exceeds {} bytes", limits.max_uri_bytes),
+        ));
+    }
+    (buf.len() > limits.max_header_bytes).then(|| headers_too_large(limits))
+}
+
+fn headers_too_large(limits: &HttpLimits) -> Problem {
+    Problem::new(
+        431,
+        "headers_too_large",
+        format!(
+            "request head exceeds {} bytes or {} fields",
+            limits.max_header_bytes, limits.max_headers
+        ),
+    )
+}
+
+/// Parses one request head from `buf` into `req`. `Ok(None)` = incomplete.
+fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Option<Head>, Problem> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut storage = [httparse::EMPTY_HEADER; HttpLimits::HARD_MAX_HEADERS];
+    let max_headers = limits.max_headers.clamp(1, HttpLimits::HARD_MAX_HEADERS);
+    let mut parsed = httparse::Request::new(&mut storage[..max_headers]);
+    let len = match parsed.parse(buf) {
+        Ok(Status::Complete(len)) => len,
+        Ok(Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(headers_too_large(limits)),
+        Err(httparse::Error::Version) => {
+            return Err(Problem::new(505, "http_version_not_supported", "only HTTP/1.x is served"));
+        }
+        Err(e) => return Err(Problem::bad_request(format!("malformed request: {e}"))),
+    };
+    if len > limits.max_header_bytes {
+        return Err(headers_too_large(limits));
+    }
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(Problem::bad_request("incomplete request line"));
+    };
+    if target.len() > limits.max_uri_bytes {
+        return Err(Problem::new(
+            414,
+            "uri_too_long",
+            format!("request target exceeds {} bytes", limits.max_uri_bytes),
+        ));
+    }
+    if !target.starts_with('/') && !(method == "OPTIONS" && target == "*") {
+        return Err(Problem::bad_request("request target must be an absolute path"));
+    }
+
+    req.method = Some(Method::parse(method));
+    req.http10 = version == 0;
+    req.head.extend_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let t0 = offset(target.as_bytes());
+    match target.find('?') {
+        Some(q) => {
+            req.path = t0..t0 + q;
+            req.query = Some(t0 + q + 1..t0 + target.len());
+        }
+        None => req.path = t0..t0 + target.len(),
+    }
+
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut has_host = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+    for h in parsed.headers.iter() {
+        let n0 = offset(h.name.as_bytes());
+        let v0 = offset(h.value);
+        req.headers.push((n0..n0 + h.name.len(), v0..v0 + h.value.len()));
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = parse_content_length(h.value)
+                .ok_or_else(|| Problem::bad_request("invalid Content-Length"))?;
+            if content_length.is_some_and(|prev| prev != value) {
+                return Err(Problem::bad_request("conflicting Content-Length headers"));
+            }
+            content_length = Some(value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            if !chunked || h.value.split(|b| *b == b',').count() > 1 {
+                return Err(Problem::new(
+                    501,
+                    "unsupported_transfer_encoding",
+                    "only Transfer-Encoding: chunked is supported",
+                ));
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            has_host = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                conn_close |= token.eq_ignore_ascii_case(b"close");
+                conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(Problem::new(417, "expectation_failed", "unsupported Expect value"));
+            }
+        }
+    }
+    if transfer_encoding && content_length.is_some() {
+        return Err(Problem::bad_request("both Transfer-Encoding and Content-Length"));
+    }
+    if version == 1 && !has_host {
+        return Err(Problem::bad_request("missing Host header"));
+    }
+    let framing = match (chunked, content_length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(n)) if n > limits.max_body_bytes => {
+            return Err(Problem::new(
+                413,
+                "payload_too_large",
+                format!("request body exceeds {} bytes", limits.max_body_bytes),
+            ));
+        }
+        (false, Some(0)) | (false, None) => Framing::None,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    let keep_alive = if version == 0 { conn_keep_alive && !conn_close } else { !conn_close };
+    Ok(Some(Head { len, framing, keep_alive, expect_continue }))
+}
+
+fn parse_content_length(value: &[u8]) -> Option<usize> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
