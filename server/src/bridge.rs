@@ -1,0 +1,94 @@
+//! Typed channels between the shards and the tokio sidecar, both directions.
+//!
+//! tokio's mpsc and oneshot work inside monoio tasks (their wakers are plain
+//! `Waker`s; monoio's `sync` feature delivers cross-thread wake-ups), so a
+//! shard awaits a sidecar answer like any other future, and the sidecar awaits
+//! a shard's answer the same way.
+
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use rayltics_shards::ShardId;
+
+/// A call from a shard to the sidecar (crates that need a tokio reactor).
+#[derive(Debug)]
+pub enum SidecarCall {
+    /// Round trip: the sidecar answers at once (latency probe, bench).
+    Echo {
+        /// When the shard sent it.
+        sent: Instant,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Instant>,
+    },
+}
+
+/// A call from the sidecar (gRPC handlers) into a shard.
+#[derive(Debug)]
+pub enum ShardCall {
+    /// Which shard owns `key`? The receiving shard routes it over the mesh
+    /// to the owner, which answers with its own id.
+    WhoOwns {
+        /// Any key.
+        key: String,
+        /// `(owner, answered_by, shard_count)`.
+        reply: oneshot::Sender<(ShardId, ShardId, usize)>,
+    },
+}
+
+/// The sidecar's handle to every shard's inbox (node-wide, `Send`).
+#[derive(Debug, Clone)]
+pub struct ShardInboxes {
+    senders: Vec<mpsc::UnboundedSender<ShardCall>>,
+}
+
+impl ShardInboxes {
+    /// Creates one inbox per shard; returns the node-wide senders and the
+    /// per-shard receivers (index = shard id).
+    pub fn new(shards: usize) -> (Self, Vec<mpsc::UnboundedReceiver<ShardCall>>) {
+        let (senders, receivers) = (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
+        (Self { senders }, receivers)
+    }
+
+    /// Sends `call` to shard `shard`. `false` when that shard has stopped.
+    pub fn send(&self, shard: ShardId, call: ShardCall) -> bool {
+        self.senders
+            .get(shard)
+            .is_some_and(|s| s.send(call).is_ok())
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Whether there are no shards (never, on a started node).
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+}
+
+/// A shard's handle to the sidecar. `Send + Clone`.
+#[derive(Debug, Clone)]
+pub struct SidecarHandle {
+    tx: mpsc::UnboundedSender<SidecarCall>,
+}
+
+impl SidecarHandle {
+    /// Wraps the sidecar's inbox.
+    pub fn new(tx: mpsc::UnboundedSender<SidecarCall>) -> Self {
+        Self { tx }
+    }
+
+    /// Shard -> sidecar -> shard round trip; `None` if the sidecar stopped.
+    pub async fn echo(&self) -> Option<Instant> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(SidecarCall::Echo {
+                sent: Instant::now(),
+                reply,
+            })
+            .ok()?;
+        rx.await.ok()
+    }
+}

@@ -1,0 +1,408 @@
+//! Node configuration: embedded defaults, then a TOML file, then `RAYLTICS_*`
+//! environment variables, then command-line flags; validated once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Every role a node can run (API.md Operations, DESIGN.md section 1).
+pub const ROLES: &[&str] = &[
+    "gateway",
+    "auth",
+    "catalog",
+    "inventory",
+    "order",
+    "chat",
+    "workers",
+];
+
+/// The whole configuration of one node. `rayltics.example.toml` documents
+/// every field with its default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address (REST, GraphQL and WebSocket share it).
+    pub http_addr: String,
+    /// gRPC listen address (served by the tokio sidecar).
+    pub grpc_addr: String,
+    /// Directory for journals, snapshots and generated keys.
+    pub data_dir: PathBuf,
+    /// Shard threads; 0 = one per available core.
+    pub shards: usize,
+    /// Roles this process runs (`all` or a subset of [`ROLES`]); a list, or
+    /// a comma-separated string (`RAYLTICS_ROLES=gateway,auth`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub roles: Vec<String>,
+    /// `pretty` (human) or `json` (one object per line).
+    pub log_format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `rayltics=debug,info`.
+    pub log_level: String,
+    /// Shard runtime tuning.
+    pub runtime: RuntimeConfig,
+    /// HTTP edge limits and timeouts.
+    pub http: HttpConfig,
+    /// Graceful stop.
+    pub shutdown: ShutdownConfig,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Shard runtime tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// monoio driver: `epoll` (default, fastest on the measured VMs) or `io_uring`.
+    pub driver: String,
+    /// Pin shard i to core i (modulo the available cores).
+    pub pin_cores: bool,
+    /// Slots per cross-shard ring (one ring per ordered shard pair).
+    pub mesh_ring_capacity: usize,
+    /// Microseconds an idle mesh pump keeps polling before it parks.
+    pub mesh_spin_us: u64,
+}
+
+/// HTTP edge limits and timeouts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Request line + headers, bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Header fields per request, at most 128 (431 beyond).
+    pub max_headers: usize,
+    /// Request target, bytes (414 beyond).
+    pub max_uri_bytes: usize,
+    /// Decoded request body, bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Time for a request head to arrive once started, ms (408 beyond).
+    pub header_read_timeout_ms: u64,
+    /// Time for a request body to arrive, ms (408 beyond).
+    pub body_read_timeout_ms: u64,
+    /// Idle keep-alive time between requests, ms (then closed).
+    pub idle_timeout_ms: u64,
+    /// Time to write a response to a slow reader, ms (then closed).
+    pub write_timeout_ms: u64,
+    /// Open connections per shard; further connections are closed at accept.
+    pub max_connections_per_shard: usize,
+}
+
+/// Graceful stop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, ms.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:8080".into(),
+            grpc_addr: "127.0.0.1:50051".into(),
+            data_dir: PathBuf::from("rayltics-data"),
+            shards: 0,
+            roles: vec!["all".into()],
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            runtime: RuntimeConfig::default(),
+            http: HttpConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            driver: "epoll".into(),
+            pin_cores: true,
+            mesh_ring_capacity: 4096,
+            mesh_spin_us: 50,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let l = rayltics_net::HttpLimits::default();
+        Self {
+            max_header_bytes: l.max_header_bytes,
+            max_headers: l.max_headers,
+            max_uri_bytes: l.max_uri_bytes,
+            max_body_bytes: l.max_body_bytes,
+            header_read_timeout_ms: l.header_read_timeout.as_millis() as u64,
+            body_read_timeout_ms: l.body_read_timeout.as_millis() as u64,
+            idle_timeout_ms: l.idle_timeout.as_millis() as u64,
+            write_timeout_ms: l.write_timeout.as_millis() as u64,
+            max_connections_per_shard: 100_000,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Top-level keys that `RAYLTICS_*` variables may set. Other `RAYLTICS_*`
+/// variables (admin bootstrap, test URLs) are not configuration fields.
+const ENV_KEYS: &[&str] = &[
+    "http_addr",
+    "grpc_addr",
+    "data_dir",
+    "shards",
+    "roles",
+    "log_format",
+    "log_level",
+    "runtime",
+    "http",
+    "shutdown",
+];
+
+/// Overrides given as command-line flags (highest precedence).
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    /// `--http-addr`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    /// `--grpc-addr`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<String>,
+    /// `--data-dir`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--shards`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
+    /// `--roles`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// `--log-format`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Layers defaults, `file`, the environment and `flags`, then validates.
+    pub fn load(file: Option<&std::path::Path>, flags: &FlagOverrides) -> Result<Self, String> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("RAYLTICS_")
+            .filter(|key| {
+                let first = key.as_str().split("__").next().unwrap_or_default();
+                ENV_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
+            })
+            .split("__");
+        figment = figment.merge(env).merge(Serialized::defaults(flags));
+        let config: Config = figment.extract().map_err(|e| {
+            e.into_iter()
+                .map(|e| format!("config: {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field; the message names the field and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        parse_addr("http_addr", &self.http_addr)?;
+        parse_addr("grpc_addr", &self.grpc_addr)?;
+        if self.shards > 1024 {
+            return Err(format!(
+                "config: shards = {} is above the maximum of 1024",
+                self.shards
+            ));
+        }
+        for role in &self.roles {
+            if role != "all" && !ROLES.contains(&role.as_str()) {
+                return Err(format!(
+                    "config: roles contains unknown role {role:?} (known: all, {})",
+                    ROLES.join(", ")
+                ));
+            }
+        }
+        if self.roles.is_empty() {
+            return Err("config: roles is empty (use \"all\")".into());
+        }
+        self.runtime
+            .driver
+            .parse::<rayltics_shards::Driver>()
+            .map_err(|e| format!("config: runtime.driver: {e}"))?;
+        if !(2..=1 << 20).contains(&self.runtime.mesh_ring_capacity) {
+            return Err(format!(
+                "config: runtime.mesh_ring_capacity = {} is outside 2..=1048576",
+                self.runtime.mesh_ring_capacity
+            ));
+        }
+        let h = &self.http;
+        positive("http.max_header_bytes", h.max_header_bytes as u64)?;
+        positive("http.max_uri_bytes", h.max_uri_bytes as u64)?;
+        positive("http.header_read_timeout_ms", h.header_read_timeout_ms)?;
+        positive("http.body_read_timeout_ms", h.body_read_timeout_ms)?;
+        positive("http.idle_timeout_ms", h.idle_timeout_ms)?;
+        positive("http.write_timeout_ms", h.write_timeout_ms)?;
+        positive(
+            "http.max_connections_per_shard",
+            h.max_connections_per_shard as u64,
+        )?;
+        if !(1..=rayltics_net::HttpLimits::HARD_MAX_HEADERS).contains(&h.max_headers) {
+            return Err(format!(
+                "config: http.max_headers = {} is outside 1..={}",
+                h.max_headers,
+                rayltics_net::HttpLimits::HARD_MAX_HEADERS
+            ));
+        }
+        if h.max_uri_bytes > h.max_header_bytes {
+            return Err(format!(
+                "config: http.max_uri_bytes = {} exceeds http.max_header_bytes = {}",
+                h.max_uri_bytes, h.max_header_bytes
+            ));
+        }
+        if h.max_body_bytes > 1 << 30 {
+            return Err(format!(
+                "config: http.max_body_bytes = {} is above 1 GiB",
+                h.max_body_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The shard count to run: `shards`, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    /// The HTTP listen address (validated).
+    pub fn http_socket_addr(&self) -> SocketAddr {
+        parse_addr("http_addr", &self.http_addr).unwrap_or_else(|_| ([127, 0, 0, 1], 8080).into())
+    }
+
+    /// The gRPC listen address (validated).
+    pub fn grpc_socket_addr(&self) -> SocketAddr {
+        parse_addr("grpc_addr", &self.grpc_addr).unwrap_or_else(|_| ([127, 0, 0, 1], 50051).into())
+    }
+
+    /// The edge limits.
+    pub fn http_limits(&self) -> rayltics_net::HttpLimits {
+        use std::time::Duration;
+        let h = &self.http;
+        rayltics_net::HttpLimits {
+            max_header_bytes: h.max_header_bytes,
+            max_headers: h.max_headers,
+            max_uri_bytes: h.max_uri_bytes,
+            max_body_bytes: h.max_body_bytes,
+            header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(h.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+            write_timeout: Duration::from_millis(h.write_timeout_ms),
+        }
+    }
+}
+
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect(),
+    })
+}
+
+fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("config: {field} = {value:?} is not a HOST:PORT socket address"))
+}
+
+fn positive(field: &str, value: u64) -> Result<(), String> {
+    if value == 0 {
+        Err(format!("config: {field} must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "node.toml",
+                "http_addr = \"127.0.0.1:1000\"\nshards = 3\n[http]\nmax_body_bytes = 5\n",
+            )?;
+            jail.set_env("RAYLTICS_SHARDS", "4");
+            jail.set_env("RAYLTICS_HTTP__MAX_HEADERS", "9");
+            jail.set_env("RAYLTICS_ADMIN_EMAIL", "not-a-config-field@example.com");
+            let flags = FlagOverrides {
+                http_addr: Some("127.0.0.1:2000".into()),
+                ..Default::default()
+            };
+            let c =
+                Config::load(Some("node.toml".as_ref()), &flags).map_err(figment::Error::from)?;
+            assert_eq!(c.http_addr, "127.0.0.1:2000");
+            assert_eq!(c.shards, 4);
+            assert_eq!(c.http.max_body_bytes, 5);
+            assert_eq!(c.http.max_headers, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[http]\nmax_headers = 500\n")?;
+            let err =
+                Config::load(Some("bad.toml".as_ref()), &FlagOverrides::default()).unwrap_err();
+            assert!(err.contains("http.max_headers"), "{err}");
+            jail.create_file("typo.toml", "htp_addr = \"x\"\n")?;
+            let err =
+                Config::load(Some("typo.toml".as_ref()), &FlagOverrides::default()).unwrap_err();
+            assert!(err.contains("htp_addr"), "{err}");
+            jail.set_env("RAYLTICS_SHARDS", "many");
+            let err = Config::load(None, &FlagOverrides::default()).unwrap_err();
+            assert!(err.contains("shards"), "{err}");
+            Ok(())
+        });
+    }
+}

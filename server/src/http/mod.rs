@@ -1,0 +1,120 @@
+//! The node's HTTP application: routes and handlers behind the edge.
+//!
+//! One [`App`] per shard. `Handler::handle` matches the route, runs the
+//! endpoint (inline, or over the mesh for keys owned elsewhere) and records
+//! the request in the shard's metrics.
+
+mod ops;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use rayltics_net::{Handler, Match, Method, Problem, Request, Response, Router};
+
+use crate::bridge::SidecarHandle;
+use crate::metrics::ShardMetrics;
+use crate::service::ShardRouter;
+
+/// Node-wide facts every shard's app reads.
+#[derive(Debug)]
+pub struct NodeShared {
+    /// Set when the node starts draining: `/readyz` turns 503.
+    pub draining: AtomicBool,
+}
+
+/// The endpoints of the API, one per route.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Healthz,
+    Readyz,
+    Metrics,
+    ShardOf,
+}
+
+/// A shard's HTTP application. Owned by that shard.
+#[derive(Debug)]
+pub struct App {
+    routes: Router<Endpoint>,
+    shard: ShardRouter,
+    metrics: ShardMetrics,
+    node: Arc<NodeShared>,
+    #[allow(dead_code)]
+    sidecar: SidecarHandle,
+}
+
+impl App {
+    /// Builds the app of one shard.
+    pub fn new(
+        shard: ShardRouter,
+        metrics: ShardMetrics,
+        node: Arc<NodeShared>,
+        sidecar: SidecarHandle,
+    ) -> Self {
+        let routes = Router::new()
+            .route(Method::Get, "/healthz", Endpoint::Healthz)
+            .route(Method::Get, "/readyz", Endpoint::Readyz)
+            .route(Method::Get, "/metrics", Endpoint::Metrics)
+            .route(Method::Get, "/debug/shards/{key}", Endpoint::ShardOf);
+        Self {
+            routes,
+            shard,
+            metrics,
+            node,
+            sidecar,
+        }
+    }
+
+    /// The shard's metric handles.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+}
+
+impl Handler for App {
+    async fn handle(&self, req: &Request) -> Response {
+        let started = Instant::now();
+        let (route, response) = match self.routes.at(req.method(), req.path()) {
+            Match::Found {
+                value,
+                pattern,
+                params,
+            } => {
+                let response = match value {
+                    Endpoint::Healthz => ops::healthz(),
+                    Endpoint::Readyz => ops::readyz(&self.node, self.shard.shard_count()),
+                    Endpoint::Metrics => ops::metrics(&self.metrics),
+                    Endpoint::ShardOf => {
+                        ops::shard_of(&self.shard, params.get("key").unwrap_or_default()).await
+                    }
+                };
+                (pattern, response)
+            }
+            Match::MethodNotAllowed(allowed) => {
+                let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+                let problem = Problem::new(
+                    405,
+                    "method_not_allowed",
+                    format!("{} is not allowed here", req.method().as_str()),
+                );
+                (
+                    "unmatched",
+                    problem
+                        .into_response()
+                        .with_header("allow", allow.join(", ")),
+                )
+            }
+            Match::NotFound => (
+                "unmatched",
+                Problem::not_found(format!("no route for {}", req.path())).into_response(),
+            ),
+        };
+        self.metrics
+            .observe(route, response.status, started.elapsed());
+        response
+    }
+
+    fn edge_error(&self, status: u16) {
+        self.metrics.observe("edge", status, Duration::ZERO);
+    }
+}

@@ -1,0 +1,33 @@
+//! The rayltics node: one process, one shard per core.
+//!
+//! # Layout
+//! - [`config`]: defaults -> TOML file -> `RAYLTICS_*` env -> flags, validated.
+//! - [`node`]: start order (listeners, mesh, sidecar, shards) and the
+//!   reverse stop order with a drain deadline.
+//! - [`shard`]: one shard's life: join the mesh, accept on the shared
+//!   SO_REUSEPORT port, serve connections, take sidecar calls, drain.
+//! - [`service`]: the typed requests shards send each other over the mesh,
+//!   and the shard state that answers them.
+//! - [`http`]: the application behind the HTTP edge (routes, handlers).
+//! - [`bridge`] / [`sidecar`]: typed channels to and from the tokio sidecar,
+//!   which serves gRPC (health, reflection, `rayltics.node.v1`).
+//! - [`metrics`]: Prometheus families with per-shard labels.
+//! - [`telemetry`]: the tracing subscriber.
+//!
+//! # A request's path
+//! The kernel hands a new connection to one shard's listener (SO_REUSEPORT).
+//! That shard's `rayltics_net::serve` parses each request and calls
+//! `http::App::handle`, which routes it. A handler that needs a key owned by
+//! another shard calls `ShardRouter::call(owner, ShardRequest::..)`: inline
+//! when local, otherwise over the mesh ring to the owner and back. The
+//! response is written on the accepting shard's connection.
+
+pub mod bridge;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod service;
+pub mod shard;
+pub mod sidecar;
+pub mod telemetry;

@@ -1,0 +1,179 @@
+//! Prometheus metrics: one node-wide registry, per-shard label `shard`.
+//!
+//! Hot-path handles (counter + histogram per route and status) are resolved
+//! once per shard and cached in the shard's own map ([`ShardMetrics`]), so a
+//! request costs a local lookup and a few uncontended atomic adds. Mesh
+//! counters live in the shards crate as atomics and are copied in at scrape.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use rayltics_shards::{MeshStats, ShardMeshStats};
+
+/// Latency buckets, seconds: 25 us .. 5 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Node-wide metric families. Shared by every shard (`Arc`).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    open_connections: IntGaugeVec,
+    rejected_connections: IntCounterVec,
+    mesh: IntCounterVec,
+    mesh_source: Mutex<Option<MeshStats>>,
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new_custom(Some("rayltics".into()), None).expect("valid prefix");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status.",
+            ),
+            &["shard", "route", "status"],
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from a complete request to its encoded response, by route and status.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["shard", "route", "status"],
+        )
+        .expect("valid metric");
+        let open_connections = IntGaugeVec::new(
+            Opts::new("http_open_connections", "Open HTTP connections."),
+            &["shard"],
+        )
+        .expect("valid metric");
+        let rejected_connections = IntCounterVec::new(
+            Opts::new(
+                "http_rejected_connections_total",
+                "Connections closed at accept because the shard was at its limit.",
+            ),
+            &["shard"],
+        )
+        .expect("valid metric");
+        let mesh = IntCounterVec::new(
+            Opts::new("mesh_events_total", "Cross-shard mesh events, by kind."),
+            &["shard", "kind"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(open_connections.clone()),
+            Box::new(rejected_connections.clone()),
+            Box::new(mesh.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Arc::new(Self {
+            registry,
+            http_requests,
+            http_duration,
+            open_connections,
+            rejected_connections,
+            mesh,
+            mesh_source: Mutex::new(None),
+        })
+    }
+
+    /// Lets scrapes read the mesh counters.
+    pub fn attach_mesh(&self, stats: MeshStats) {
+        *self.mesh_source.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+    }
+
+    /// The text exposition (`text/plain; version=0.0.4`).
+    pub fn render(&self) -> Vec<u8> {
+        self.sync_mesh();
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    fn sync_mesh(&self) {
+        let guard = self.mesh_source.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(stats) = guard.as_ref() else { return };
+        for (shard, s) in stats.iter().enumerate() {
+            let shard = shard.to_string();
+            for (kind, counter) in [
+                ("sent", &s.sent),
+                ("received", &s.received),
+                ("doorbell", &s.doorbells_rung),
+                ("park", &s.parks),
+                ("ring_full", &s.ring_full),
+            ] {
+                let c = self.mesh.with_label_values(&[shard.as_str(), kind]);
+                let now = ShardMeshStats::get(counter);
+                let seen = c.get();
+                if now > seen {
+                    c.inc_by(now - seen);
+                }
+            }
+        }
+    }
+
+    /// The handles one shard uses.
+    pub fn for_shard(self: &Arc<Self>, shard: usize) -> ShardMetrics {
+        let label = shard.to_string();
+        ShardMetrics {
+            open_connections: self.open_connections.with_label_values(&[label.as_str()]),
+            rejected_connections: self
+                .rejected_connections
+                .with_label_values(&[label.as_str()]),
+            label,
+            node: self.clone(),
+            routes: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+/// One shard's metric handles. Owned by that shard (`!Sync` cache).
+#[derive(Debug)]
+pub struct ShardMetrics {
+    label: String,
+    node: Arc<Metrics>,
+    routes: RefCell<HashMap<(&'static str, u16), (IntCounter, Histogram)>>,
+    /// Open connections on this shard.
+    pub open_connections: IntGauge,
+    /// Connections refused at the per-shard limit.
+    pub rejected_connections: IntCounter,
+}
+
+impl ShardMetrics {
+    /// Records one answered request.
+    pub fn observe(&self, route: &'static str, status: u16, elapsed: Duration) {
+        let mut routes = self.routes.borrow_mut();
+        let (count, hist) = routes.entry((route, status)).or_insert_with(|| {
+            let status = status.to_string();
+            let labels = [self.label.as_str(), route, status.as_str()];
+            (
+                self.node.http_requests.with_label_values(&labels),
+                self.node.http_duration.with_label_values(&labels),
+            )
+        });
+        count.inc();
+        hist.observe(elapsed.as_secs_f64());
+    }
+
+    /// The node-wide registry (for `/metrics`).
+    pub fn node(&self) -> &Arc<Metrics> {
+        &self.node
+    }
+}

@@ -1,0 +1,150 @@
+//! Starting and stopping a node: listeners, mesh, sidecar, shard threads.
+//!
+//! Start order: data dir -> HTTP listeners (bound before anything runs, so
+//! port 0 resolves once and every shard shares it) -> mesh -> sidecar (gRPC)
+//! -> shards. Stop order is the reverse: readiness off -> shards stop
+//! accepting and drain -> sidecar stops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use socket2::{Domain, Socket, Type};
+use tokio::sync::watch;
+
+use rayltics_shards::{Mesh, MeshOptions, RuntimeOptions};
+
+use crate::bridge::ShardInboxes;
+use crate::config::Config;
+use crate::http::NodeShared;
+use crate::metrics::Metrics;
+use crate::service::ShardEnvelope;
+use crate::shard::{self, ShardContext, ShardInit};
+use crate::sidecar::Sidecar;
+
+/// A started node.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// Bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// Bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Shard threads.
+    pub shards: usize,
+    threads: Vec<JoinHandle<()>>,
+    sidecar: Option<Sidecar>,
+    stop: watch::Sender<bool>,
+    shared: Arc<NodeShared>,
+}
+
+/// Starts a node as configured.
+pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let shards = config.shard_count();
+
+    let listeners = bind_reuseport(config.http_socket_addr(), shards)
+        .with_context(|| format!("cannot bind http_addr {}", config.http_addr))?;
+    let http_addr = listeners[0].local_addr()?;
+
+    let mesh_options = MeshOptions {
+        ring_capacity: config.runtime.mesh_ring_capacity,
+        spin_us: config.runtime.mesh_spin_us,
+    };
+    let endpoints = Mesh::build::<ShardEnvelope>(shards, mesh_options)?;
+    let metrics = Metrics::new();
+    metrics.attach_mesh(endpoints[0].stats().clone());
+
+    let (inboxes, inbox_rxs) = ShardInboxes::new(shards);
+    let sidecar = Sidecar::start(config.grpc_socket_addr(), inboxes)?;
+    let grpc_addr = sidecar.grpc_addr;
+
+    let shared = Arc::new(NodeShared {
+        draining: AtomicBool::new(false),
+    });
+    let ctx = Arc::new(ShardContext {
+        limits: config.http_limits(),
+        max_connections: config.http.max_connections_per_shard,
+        drain_timeout: Duration::from_millis(config.shutdown.drain_timeout_ms),
+        metrics,
+        node: shared.clone(),
+        sidecar: sidecar.handle(),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let inits: Vec<ShardInit> = endpoints
+        .into_iter()
+        .zip(listeners)
+        .zip(inbox_rxs)
+        .map(|((endpoint, listener), inbox)| ShardInit {
+            endpoint,
+            listener,
+            stop: stop_rx.clone(),
+            inbox,
+        })
+        .collect();
+    let runtime = RuntimeOptions {
+        driver: config.runtime.driver.parse().map_err(anyhow::Error::msg)?,
+        cores: if config.runtime.pin_cores {
+            RuntimeOptions::available_cores()
+        } else {
+            Vec::new()
+        },
+        thread_prefix: "shard".into(),
+    };
+    let threads = rayltics_shards::spawn_shards(&runtime, inits, move |id, init| {
+        shard::run(id, init, ctx.clone())
+    })
+    .context("cannot start shard threads")?;
+
+    Ok(RunningNode {
+        http_addr,
+        grpc_addr,
+        shards,
+        threads,
+        sidecar: Some(sidecar),
+        stop,
+        shared,
+    })
+}
+
+impl RunningNode {
+    /// Drains and stops, in reverse start order. Returns when every
+    /// component has stopped (at most about the drain deadline).
+    pub fn shutdown(mut self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a shard thread panicked while stopping");
+            }
+        }
+        tracing::info!("shards stopped");
+        if let Some(sidecar) = self.sidecar.take() {
+            sidecar.stop();
+        }
+        tracing::info!("sidecar stopped");
+    }
+}
+
+/// Binds `count` listeners on one address with SO_REUSEPORT: the first
+/// resolves port 0, the rest join the same port. The kernel spreads new
+/// connections across them by address hash.
+fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut bound = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bound.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        bound = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}

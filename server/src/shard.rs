@@ -1,0 +1,154 @@
+//! One shard's life: build its state, join the mesh, accept on the shared
+//! port, serve connections, take sidecar calls, drain on stop.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::{Either, select};
+use tokio::sync::{mpsc, watch};
+
+use rayltics_net::{HttpLimits, Shutdown};
+use rayltics_shards::{MeshEndpoint, ShardId};
+
+use crate::bridge::{ShardCall, SidecarHandle};
+use crate::http::{App, NodeShared};
+use crate::metrics::Metrics;
+use crate::service::{ShardEnvelope, ShardRequest, ShardResponse, ShardRouter, ShardState};
+
+/// What a shard owns from birth; moved into its thread.
+#[derive(Debug)]
+pub struct ShardInit {
+    /// Its end of the mesh.
+    pub endpoint: MeshEndpoint<ShardEnvelope>,
+    /// Its SO_REUSEPORT listener on the shared HTTP port.
+    pub listener: std::net::TcpListener,
+    /// Flips to `true` when the node stops.
+    pub stop: watch::Receiver<bool>,
+    /// Calls from the sidecar.
+    pub inbox: mpsc::UnboundedReceiver<ShardCall>,
+}
+
+/// Node-wide context every shard gets (shared, read-only).
+#[derive(Debug)]
+pub struct ShardContext {
+    /// Edge limits.
+    pub limits: HttpLimits,
+    /// Per-shard connection cap.
+    pub max_connections: usize,
+    /// How long a drain may take.
+    pub drain_timeout: Duration,
+    /// Metric families.
+    pub metrics: Arc<Metrics>,
+    /// Node-wide flags.
+    pub node: Arc<NodeShared>,
+    /// The sidecar.
+    pub sidecar: SidecarHandle,
+}
+
+/// Runs shard `id` until the node stops and its connections have drained.
+pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
+    let shard_count = init.endpoint.shard_count();
+    let state = Rc::new(ShardState { id, shard_count });
+    let router = match ShardRouter::start(init.endpoint, state) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(shard = id, error = %e, "cannot join the mesh");
+            return;
+        }
+    };
+    let listener = match monoio::net::TcpListener::from_std(init.listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = id, error = %e, "cannot adopt the HTTP listener");
+            return;
+        }
+    };
+    let app = Rc::new(App::new(
+        router.clone(),
+        ctx.metrics.for_shard(id),
+        ctx.node.clone(),
+        ctx.sidecar.clone(),
+    ));
+    let shutdown = Shutdown::new();
+    monoio::spawn(watch_stop(init.stop, shutdown.clone()));
+    monoio::spawn(serve_sidecar_calls(router.clone(), init.inbox));
+
+    let open = Rc::new(Cell::new(0usize));
+    tracing::debug!(shard = id, "accepting");
+    loop {
+        let accepted = {
+            let accept = std::pin::pin!(listener.accept());
+            let stop = std::pin::pin!(shutdown.wait());
+            match select(accept, stop).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => break,
+            }
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if open.get() >= ctx.max_connections {
+            app.metrics().rejected_connections.inc();
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        open.set(open.get() + 1);
+        app.metrics().open_connections.inc();
+        let (app, ctx, shutdown, open) = (app.clone(), ctx.clone(), shutdown.clone(), open.clone());
+        monoio::spawn(async move {
+            let mut stream = stream;
+            rayltics_net::serve(&mut stream, &*app, &ctx.limits, &shutdown).await;
+            open.set(open.get() - 1);
+            app.metrics().open_connections.dec();
+        });
+    }
+    drop(listener);
+    let deadline = Instant::now() + ctx.drain_timeout;
+    while open.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if open.get() > 0 {
+        tracing::warn!(
+            shard = id,
+            open = open.get(),
+            "drain deadline passed; closing connections"
+        );
+    }
+    tracing::debug!(shard = id, "stopped");
+}
+
+async fn watch_stop(mut stop: watch::Receiver<bool>, shutdown: Shutdown) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            break;
+        }
+    }
+    shutdown.trigger();
+}
+
+async fn serve_sidecar_calls(router: ShardRouter, mut inbox: mpsc::UnboundedReceiver<ShardCall>) {
+    while let Some(call) = inbox.recv().await {
+        let router = router.clone();
+        monoio::spawn(async move {
+            match call {
+                ShardCall::WhoOwns { key, reply } => {
+                    let owner = router.owner_of(key.as_bytes());
+                    if let Ok(ShardResponse::Owner { answered_by, .. }) =
+                        router.call(owner, ShardRequest::WhoOwns { key }).await
+                    {
+                        let _ = reply.send((owner, answered_by, router.shard_count()));
+                    }
+                }
+            }
+        });
+    }
+}
