@@ -151,8 +151,11 @@ impl<T: Transport> Conn<'_, T> {
             let outcome = if idle {
                 self.read_idle(shutdown).await
             } else {
-                self.read_more(self.limits.header_read_timeout, self.limits.max_header_bytes + 1)
-                    .await
+                self.read_more(
+                    self.limits.header_read_timeout,
+                    self.limits.max_header_bytes + 1,
+                )
+                .await
             };
             match outcome {
                 Read::Data => {}
@@ -183,7 +186,9 @@ impl<T: Transport> Conn<'_, T> {
             Framing::Chunked => self.read_chunked_body(req).await,
         };
         match body {
-            Ok(()) => Next::Request { keep_alive: head.keep_alive },
+            Ok(()) => Next::Request {
+                keep_alive: head.keep_alive,
+            },
             Err(next) => next,
         }
     }
@@ -193,7 +198,8 @@ impl<T: Transport> Conn<'_, T> {
             let missing = n - (self.rbuf.len() - self.pos);
             self.body_read(missing).await?;
         }
-        req.body.extend_from_slice(&self.rbuf[self.pos..self.pos + n]);
+        req.body
+            .extend_from_slice(&self.rbuf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(())
     }
@@ -270,7 +276,10 @@ impl<T: Transport> Conn<'_, T> {
     }
 
     async fn body_read(&mut self, at_least: usize) -> Result<(), Next> {
-        match self.read_more(self.limits.body_read_timeout, at_least).await {
+        match self
+            .read_more(self.limits.body_read_timeout, at_least)
+            .await
+        {
             Read::Data => Ok(()),
             Read::TimedOut => Err(Next::Fail(Problem::new(
                 408,
@@ -427,7 +436,11 @@ fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Opti
         Ok(Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(headers_too_large(limits)),
         Err(httparse::Error::Version) => {
-            return Err(Problem::new(505, "http_version_not_supported", "only HTTP/1.x is served"));
+            return Err(Problem::new(
+                505,
+                "http_version_not_supported",
+                "only HTTP/1.x is served",
+            ));
         }
         Err(e) => return Err(Problem::bad_request(format!("malformed request: {e}"))),
     };
@@ -446,7 +459,9 @@ fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Opti
         ));
     }
     if !target.starts_with('/') && !(method == "OPTIONS" && target == "*") {
-        return Err(Problem::bad_request("request target must be an absolute path"));
+        return Err(Problem::bad_request(
+            "request target must be an absolute path",
+        ));
     }
 
     req.method = Some(Method::parse(method));
@@ -473,7 +488,8 @@ fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Opti
     for h in parsed.headers.iter() {
         let n0 = offset(h.name.as_bytes());
         let v0 = offset(h.value);
-        req.headers.push((n0..n0 + h.name.len(), v0..v0 + h.value.len()));
+        req.headers
+            .push((n0..n0 + h.name.len(), v0..v0 + h.value.len()));
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
             let value = parse_content_length(h.value)
@@ -505,12 +521,18 @@ fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Opti
             if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             } else {
-                return Err(Problem::new(417, "expectation_failed", "unsupported Expect value"));
+                return Err(Problem::new(
+                    417,
+                    "expectation_failed",
+                    "unsupported Expect value",
+                ));
             }
         }
     }
     if transfer_encoding && content_length.is_some() {
-        return Err(Problem::bad_request("both Transfer-Encoding and Content-Length"));
+        return Err(Problem::bad_request(
+            "both Transfer-Encoding and Content-Length",
+        ));
     }
     if version == 1 && !has_host {
         return Err(Problem::bad_request("missing Host header"));
@@ -527,8 +549,17 @@ fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Opti
         (false, Some(0)) | (false, None) => Framing::None,
         (false, Some(n)) => Framing::Length(n),
     };
-    let keep_alive = if version == 0 { conn_keep_alive && !conn_close } else { !conn_close };
-    Ok(Some(Head { len, framing, keep_alive, expect_continue }))
+    let keep_alive = if version == 0 {
+        conn_keep_alive && !conn_close
+    } else {
+        !conn_close
+    };
+    Ok(Some(Head {
+        len,
+        framing,
+        keep_alive,
+        expect_continue,
+    }))
 }
 
 fn parse_content_length(value: &[u8]) -> Option<usize> {

@@ -10,7 +10,10 @@ thread_local! {
 /// Appends the current IMF-fixdate (29 bytes) to `out`.
 pub fn append_http_date(out: &mut Vec<u8>) {
     let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     CACHED.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {

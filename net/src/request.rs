@@ -69,7 +69,10 @@ pub struct Request {
 impl Request {
     /// Builds a request by hand (tests, internal calls).
     pub fn new(method: Method, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
-        let mut req = Self { method: Some(method), ..Self::default() };
+        let mut req = Self {
+            method: Some(method),
+            ..Self::default()
+        };
         req.head.extend_from_slice(target.as_bytes());
         let (path_end, query) = match target.find('?') {
             Some(q) => (q, Some(q + 1..target.len())),
@@ -100,12 +103,16 @@ impl Request {
 
     /// The query string (after `?`), if any.
     pub fn query(&self) -> Option<&str> {
-        self.query.clone().map(|r| std::str::from_utf8(&self.head[r]).unwrap_or(""))
+        self.query
+            .clone()
+            .map(|r| std::str::from_utf8(&self.head[r]).unwrap_or(""))
     }
 
     /// Decoded query parameters, in order.
     pub fn query_pairs(&self) -> Vec<(String, String)> {
-        let Some(q) = self.query() else { return Vec::new() };
+        let Some(q) = self.query() else {
+            return Vec::new();
+        };
         q.split('&')
             .filter(|p| !p.is_empty())
             .map(|pair| {
@@ -130,7 +137,9 @@ impl Request {
 
     /// Every header, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.headers.iter().map(|(n, v)| (&self.head[n.clone()], &self.head[v.clone()]))
+        self.headers
+            .iter()
+            .map(|(n, v)| (&self.head[n.clone()], &self.head[v.clone()]))
     }
 
     /// The decoded body.
@@ -156,5 +165,7 @@ impl Request {
 
 fn decode_query(s: &str) -> String {
     let plus_decoded = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus_decoded).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(&plus_decoded)
+        .decode_utf8_lossy()
+        .into_owned()
 }

@@ -21,7 +21,13 @@ pub struct Response {
 impl Response {
     /// An empty response with `status`.
     pub fn new(status: u16) -> Self {
-        Self { status, content_type: None, headers: Vec::new(), body: Bytes::new(), close: false }
+        Self {
+            status,
+            content_type: None,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            close: false,
+        }
     }
 
     /// Sets the body and its content type.

@@ -29,7 +29,10 @@ pub struct Params(Vec<(&'static str, String)>);
 impl Params {
     /// The value of `{name}`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -66,12 +69,19 @@ impl<T> Router<T> {
     /// Adds a route. `pattern` is `/`-separated, `{name}` captures a segment.
     pub fn route(mut self, method: Method, pattern: &'static str, value: T) -> Self {
         let segments = split(pattern)
-            .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => Segment::Param(name),
-                None => Segment::Literal(s),
-            })
+            .map(
+                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => Segment::Param(name),
+                    None => Segment::Literal(s),
+                },
+            )
             .collect();
-        self.routes.push(Route { method, pattern, segments, value });
+        self.routes.push(Route {
+            method,
+            pattern,
+            segments,
+            value,
+        });
         self
     }
 
@@ -81,9 +91,15 @@ impl<T> Router<T> {
         let mut allowed = Vec::new();
         let mut head_fallback = None;
         for route in &self.routes {
-            let Some(params) = matches(&route.segments, &parts) else { continue };
+            let Some(params) = matches(&route.segments, &parts) else {
+                continue;
+            };
             if route.method == method {
-                return Match::Found { value: &route.value, pattern: route.pattern, params };
+                return Match::Found {
+                    value: &route.value,
+                    pattern: route.pattern,
+                    params,
+                };
             }
             if method == Method::Head && route.method == Method::Get && head_fallback.is_none() {
                 head_fallback = Some((route, params));
@@ -92,9 +108,17 @@ impl<T> Router<T> {
             allowed.push(route.method);
         }
         if let Some((route, params)) = head_fallback {
-            return Match::Found { value: &route.value, pattern: route.pattern, params };
+            return Match::Found {
+                value: &route.value,
+                pattern: route.pattern,
+                params,
+            };
         }
-        if allowed.is_empty() { Match::NotFound } else { Match::MethodNotAllowed(allowed) }
+        if allowed.is_empty() {
+            Match::NotFound
+        } else {
+            Match::MethodNotAllowed(allowed)
+        }
     }
 }
 
@@ -112,7 +136,9 @@ fn matches(segments: &[Segment], parts: &[&str]) -> Option<Params> {
             Segment::Literal(lit) if lit == part => {}
             Segment::Literal(_) => return None,
             Segment::Param(name) => {
-                let value = percent_encoding::percent_decode_str(part).decode_utf8().ok()?;
+                let value = percent_encoding::percent_decode_str(part)
+                    .decode_utf8()
+                    .ok()?;
                 params.0.push((name, value.into_owned()));
             }
         }
@@ -131,16 +157,29 @@ mod tests {
             .route(Method::Patch, "/api/v1/products/{sku}", 2)
             .route(Method::Get, "/healthz", 3);
         match r.at(Method::Get, "/api/v1/products/a%20b") {
-            Match::Found { value, params, pattern } => {
+            Match::Found {
+                value,
+                params,
+                pattern,
+            } => {
                 assert_eq!(*value, 1);
                 assert_eq!(params.get("sku"), Some("a b"));
                 assert_eq!(pattern, "/api/v1/products/{sku}");
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(r.at(Method::Head, "/healthz"), Match::Found { value: 3, .. }));
-        assert!(matches!(r.at(Method::Delete, "/api/v1/products/x"), Match::MethodNotAllowed(_)));
+        assert!(matches!(
+            r.at(Method::Head, "/healthz"),
+            Match::Found { value: 3, .. }
+        ));
+        assert!(matches!(
+            r.at(Method::Delete, "/api/v1/products/x"),
+            Match::MethodNotAllowed(_)
+        ));
         assert!(matches!(r.at(Method::Get, "/nope"), Match::NotFound));
-        assert!(matches!(r.at(Method::Get, "/api/v1/products/%ff"), Match::NotFound));
+        assert!(matches!(
+            r.at(Method::Get, "/api/v1/products/%ff"),
+            Match::NotFound
+        ));
     }
 }

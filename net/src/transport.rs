@@ -47,7 +47,11 @@ pub struct MemoryTransport {
 impl MemoryTransport {
     /// A transport that delivers `input` in pieces of `chunk` bytes.
     pub fn new(input: Vec<u8>, chunk: usize) -> Self {
-        Self { input, chunk, ..Self::default() }
+        Self {
+            input,
+            chunk,
+            ..Self::default()
+        }
     }
 }
 

@@ -9,7 +9,12 @@ struct Echo;
 
 impl Handler for Echo {
     async fn handle(&self, req: &Request) -> Response {
-        let body = format!("{} {} {}", req.method().as_str(), req.path(), req.body().len());
+        let body = format!(
+            "{} {} {}",
+            req.method().as_str(),
+            req.path(),
+            req.body().len()
+        );
         Response::new(200).with_body("text/plain", body)
     }
 }
@@ -26,7 +31,9 @@ fn run(input: &[u8], chunk: usize, limits: HttpLimits) -> String {
 }
 
 fn statuses(out: &str) -> Vec<u16> {
-    out.match_indices("HTTP/1.1 ").map(|(i, _)| out[i + 9..i + 12].parse().unwrap()).collect()
+    out.match_indices("HTTP/1.1 ")
+        .map(|(i, _)| out[i + 9..i + 12].parse().unwrap())
+        .collect()
 }
 
 #[test]
@@ -64,7 +71,10 @@ fn expect_continue_gets_100_then_answer() {
         serve(&mut io, &Echo, &HttpLimits::default(), &Shutdown::new()).await;
         String::from_utf8_lossy(&io.output).into_owned()
     });
-    assert!(out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -77,9 +87,18 @@ fn limits_map_to_statuses() {
         ..HttpLimits::default()
     };
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100));
-    assert_eq!(statuses(&run(long_uri.as_bytes(), 0, limits.clone())), [414]);
-    let big_header = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "b".repeat(600));
-    assert_eq!(statuses(&run(big_header.as_bytes(), 0, limits.clone())), [431]);
+    assert_eq!(
+        statuses(&run(long_uri.as_bytes(), 0, limits.clone())),
+        [414]
+    );
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "b".repeat(600)
+    );
+    assert_eq!(
+        statuses(&run(big_header.as_bytes(), 0, limits.clone())),
+        [431]
+    );
     let many = "GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\n\r\n";
     assert_eq!(statuses(&run(many.as_bytes(), 0, limits.clone())), [431]);
     let body = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world";
@@ -93,16 +112,28 @@ fn limits_map_to_statuses() {
         "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
         "GET nope HTTP/1.1\r\nHost: x\r\n\r\n",
     ] {
-        assert_eq!(statuses(&run(bad.as_bytes(), 0, limits.clone())), [400], "{bad:?}");
+        assert_eq!(
+            statuses(&run(bad.as_bytes(), 0, limits.clone())),
+            [400],
+            "{bad:?}"
+        );
     }
-    let out = run(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n", 0, limits);
+    let out = run(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n",
+        0,
+        limits,
+    );
     assert_eq!(statuses(&out), [200, 400]);
     assert!(out.contains("application/problem+json") && out.contains("\"code\":\"bad_request\""));
 }
 
 #[test]
 fn http10_closes_unless_keep_alive() {
-    let out = run(b"GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\n\r\n", 0, HttpLimits::default());
+    let out = run(
+        b"GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\n\r\n",
+        0,
+        HttpLimits::default(),
+    );
     assert_eq!(statuses(&out), [200]);
     let out = run(
         b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n",

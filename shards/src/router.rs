@@ -203,6 +203,9 @@ impl<S: Service> Router<S> {
                 },
             )
             .await?;
+        // A reply is coming: get our own pump polling (a local wake) so a
+        // fast answer is picked up without a cross-thread wake-up.
+        self.inner.doorbells[self.inner.id].notify();
         Ok(wait.await)
     }
 

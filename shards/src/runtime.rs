@@ -84,19 +84,18 @@ where
         let main = main.clone();
         let core = (!options.cores.is_empty()).then(|| options.cores[id % options.cores.len()]);
         let driver = options.driver;
-        let handle =
-            std::thread::Builder::new()
-                .name(format!("{prefix}-{id}"))
-                .spawn(move || {
-                    if let Some(core) = core
-                        && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
-                    {
-                        tracing::warn!(shard = id, core, "could not pin shard thread");
-                    }
-                    let fut = async move { main(id, init).await };
-                    match driver {
-                        Driver::Epoll => {
-                            match monoio::RuntimeBuilder::<
+        let handle = std::thread::Builder::new()
+            .name(format!("{prefix}-{id}"))
+            .spawn(move || {
+                if let Some(core) = core
+                    && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+                {
+                    tracing::warn!(shard = id, core, "could not pin shard thread");
+                }
+                let fut = async move { main(id, init).await };
+                match driver {
+                    Driver::Epoll => {
+                        match monoio::RuntimeBuilder::<
                                 monoio::time::TimeDriver<monoio::LegacyDriver>,
                             >::new()
                             .build()
@@ -109,24 +108,24 @@ where
                                     let _ = ready_tx.send((id, Err(e)));
                                 }
                             }
-                        }
-                        Driver::IoUring => {
-                            match monoio::RuntimeBuilder::<
-                                monoio::time::TimeDriver<monoio::IoUringDriver>,
-                            >::new()
-                            .build()
-                            {
-                                Ok(mut rt) => {
-                                    let _ = ready_tx.send((id, Ok(())));
-                                    rt.block_on(fut);
-                                }
-                                Err(e) => {
-                                    let _ = ready_tx.send((id, Err(e)));
-                                }
+                    }
+                    Driver::IoUring => {
+                        match monoio::RuntimeBuilder::<
+                            monoio::time::TimeDriver<monoio::IoUringDriver>,
+                        >::new()
+                        .build()
+                        {
+                            Ok(mut rt) => {
+                                let _ = ready_tx.send((id, Ok(())));
+                                rt.block_on(fut);
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send((id, Err(e)));
                             }
                         }
                     }
-                })?;
+                }
+            })?;
         handles.push(handle);
     }
     drop(ready_tx);
