@@ -458,7 +458,9 @@ fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Opti
             format!("request target exceeds {} bytes", limits.max_uri_bytes),
         ));
     }
-    if !target.starts_with('/') && !(method == "OPTIONS" && target == "*") {
+    let origin_form = target.starts_with('/');
+    let asterisk_form = method == "OPTIONS" && target == "*";
+    if !(origin_form || asterisk_form) {
         return Err(Problem::bad_request(
             "request target must be an absolute path",
         ));

@@ -144,12 +144,15 @@ impl Metrics {
     }
 }
 
+/// (route pattern, status code).
+type RouteKey = (&'static str, u16);
+
 /// One shard's metric handles. Owned by that shard (`!Sync` cache).
 #[derive(Debug)]
 pub struct ShardMetrics {
     label: String,
     node: Arc<Metrics>,
-    routes: RefCell<HashMap<(&'static str, u16), (IntCounter, Histogram)>>,
+    routes: RefCell<HashMap<RouteKey, (IntCounter, Histogram)>>,
     /// Open connections on this shard.
     pub open_connections: IntGauge,
     /// Connections refused at the per-shard limit.

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs the whole test suite the way CI does: installs what is missing, starts
+# the local backends (PostgreSQL, Redis, a Kafka-protocol broker, a
+# MongoDB-wire server) under target/infra, then formatting, lints and tests.
+#
+#   RAYLTICS_TEST_BACKENDS=pg,redis   start only these (default: all four)
+#   RAYLTICS_TEST_BACKENDS=none       start none (tests that need one fail)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RAYLTICS_CACHE="${RAYLTICS_CACHE:-$HOME/.cache/rayltics}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RAYLTICS_CACHE/target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS" >&2; }
+
+step "install"
+scripts/install.sh
+
+backends="${RAYLTICS_TEST_BACKENDS:-pg,redis,kafka,mongo}"
+export RAYLTICS_TEST_BACKENDS="$backends"
+if [ "$backends" != "none" ]; then
+  step "backends: $backends"
+  infra/local/install.sh "$backends"
+  trap 'infra/local/down.sh "$backends" >/dev/null 2>&1 || true' EXIT
+  infra/local/up.sh "$backends"
+  # shellcheck disable=SC1091
+  source "${RAYLTICS_INFRA_DIR:-$PWD/target/infra}/env.sh"
+fi
+
+step "fmt"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
+
+step "done"
