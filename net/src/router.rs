@@ -2,6 +2,9 @@
 
 use crate::request::Method;
 
+/// Paths with more segments than this match no route.
+const MAX_SEGMENTS: usize = 16;
+
 /// Routes built once at start-up; matching allocates only for captures.
 #[derive(Debug)]
 pub struct Router<T> {
@@ -87,7 +90,16 @@ impl<T> Router<T> {
 
     /// Finds the route for `method` and `path`. HEAD falls back to GET.
     pub fn at(&self, method: Method, path: &str) -> Match<'_, T> {
-        let parts: Vec<&str> = split(path).collect();
+        let mut storage = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for part in split(path) {
+            if count == MAX_SEGMENTS {
+                return Match::NotFound;
+            }
+            storage[count] = part;
+            count += 1;
+        }
+        let parts = &storage[..count];
         let mut allowed = Vec::new();
         let mut head_fallback = None;
         for route in &self.routes {
