@@ -1,1 +1,533 @@
-fn main() {}
+//! `rayltics-bench`: the load generator of the rayltics bench suite.
+//!
+//! # Layout
+//! - `main.rs`: the command line, the A/B alternation with a baseline, output.
+//! - [`engine`]: thread-per-core epoll workers that drive HTTP/1.1 keep-alive
+//!   connections in a closed loop (`--connections`) or an open loop (`--rate`,
+//!   latency measured from each request's intended send time).
+//! - [`http1`]: request encoding and the incremental response framer.
+//! - [`stats`]: counters, HdrHistogram summaries, the per-run result.
+//! - [`report`]: JSON (schema version 1), Markdown and terminal summaries.
+//! - [`null_server`]: a canned-answer server to measure the generator's ceiling.
+//!
+//! A run: `main` builds a [`engine::Plan`], `engine::run` starts one worker per
+//! CPU, each worker connects, warms up, then reports every second; `main`
+//! merges the seconds (live progress line) and the totals into a
+//! [`stats::RunResult`], and `report` writes them out.
+
+mod engine;
+mod http1;
+mod null_server;
+mod report;
+mod stats;
+
+use std::io::{IsTerminal, Write as _};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use engine::{Arrival, Load, Plan};
+use report::{Comparison, ConfigOut, Document, Host, Run};
+use stats::RunResult;
+
+/// rayltics-bench: load generator for rayltics (and any HTTP/1.1 server).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario against a target (and optionally alternate with a baseline).
+    Run(Box<RunArgs>),
+    /// Serve a canned `200 ok` to every request, as cheaply as possible: a
+    /// target for measuring the generator's own ceiling. Calibration only.
+    NullServer {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:18083")]
+        addr: SocketAddr,
+    },
+}
+
+/// What each request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET` of the target URL's own path.
+    Get,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Workload.
+    #[arg(long, value_enum, default_value = "healthz")]
+    scenario: Scenario,
+    /// Server under test, `http://HOST:PORT[/PATH]`.
+    #[arg(long)]
+    target: String,
+    /// Name of the target in the reports.
+    #[arg(long, default_value = "target")]
+    target_name: String,
+    /// Open loop: requests per second offered over all connections. Without
+    /// it the load is a closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Connections (closed loop: each one waits for its answer; open loop: the
+    /// rate is spread over them, a request queues on a busy connection).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Requests in flight per connection (HTTP/1.1 pipelining; 1 = none).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Measured duration (`10s`, `500ms`, `2m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up before each measured run, not recorded.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// A request without an answer after this long counts as a timeout (its
+    /// connection is closed and reopened).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Busy-poll instead of sleeping while the next send is due within this
+    /// long or the last event is younger than this: sends leave on time and
+    /// answers are read at once, at the cost of CPU (reported apart as
+    /// `spin_fraction`). `0s` always sleeps; on a VM, waking up then adds tens
+    /// of microseconds to the measured latencies.
+    #[arg(long, default_value = "100us", value_parser = parse_duration)]
+    spin: Duration,
+    /// CPUs to pin the generator's threads to, one thread each (`1`, `1,3`,
+    /// `2-5`). Default: one unpinned thread.
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
+    /// Threads when `--cpus` is not given (unpinned).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Open loop: spacing of arrivals.
+    #[arg(long, value_enum, default_value = "uniform")]
+    arrival: Arrival,
+    /// Open loop: seed of the Poisson arrivals.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Baseline server: the same workload alternates target, baseline, target,
+    /// baseline ... and the ratios target/baseline are reported.
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Name of the baseline in the reports.
+    #[arg(long, default_value = "baseline")]
+    baseline_name: String,
+    /// Pairs of runs (target then baseline) with `--baseline`.
+    #[arg(long, default_value_t = 3)]
+    pairs: usize,
+    /// Pause between two runs (lets sockets in TIME_WAIT and the servers settle).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pause: Duration,
+    /// Directory for result.json and summary.md (default:
+    /// target/bench-results/<UTC timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No live progress line, even on a terminal.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Parses `10s`, `250ms`, `1.5s`, `2m`, `100us`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} (us, ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(n * scale).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// CPUs given on the command line, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CpuList(Vec<usize>);
+
+/// Parses a CPU list: `1`, `0,2`, `2-5`, `0,4-6`.
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("{part:?} is not a CPU or a range of CPUs");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        return Err("empty CPU list".into());
+    }
+    Ok(CpuList(out))
+}
+
+/// A target URL: where to connect and what the `Host` header and path are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    url: String,
+    /// `host:port` as written (the `Host` header).
+    authority: String,
+    path: String,
+    addr: SocketAddr,
+}
+
+fn parse_target(url: &str) -> anyhow::Result<Target> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url:?}: only http:// targets are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        bail!("{url:?}: no host");
+    }
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => authority.contains(':'),
+    };
+    let with_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("{url:?}: cannot resolve {with_port}"))?
+        .next()
+        .with_context(|| format!("{url:?}: {with_port} resolves to no address"))?;
+    Ok(Target {
+        url: url.to_string(),
+        authority: authority.to_string(),
+        path: path.to_string(),
+        addr,
+    })
+}
+
+/// Live progress on stderr, when it is a terminal.
+#[derive(Debug)]
+struct Progress {
+    enabled: bool,
+}
+
+impl Progress {
+    fn line(&self, label: &str, total_s: f64, s: &stats::Second) {
+        if !self.enabled {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2K[{label} {}/{total_s:.0}s] {:.0} req/s  p50 {:.1} us  p99 {:.1} us  errors {}",
+            s.second + 1,
+            s.throughput_rps,
+            s.p50_us,
+            s.p99_us,
+            s.errors
+        );
+        let _ = err.flush();
+    }
+
+    fn end(&self) {
+        if self.enabled {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    }
+}
+
+/// Runs `plan` once; `verbose` prints its result line on stderr at once
+/// (between the runs of an A/B series).
+fn run_one(
+    plan: &Plan,
+    label: &str,
+    progress: &Progress,
+    verbose: bool,
+) -> anyhow::Result<RunResult> {
+    let mode = match plan.load {
+        Load::Closed => format!("closed loop, {} connections", plan.connections),
+        Load::Open { rate, .. } => {
+            format!(
+                "open loop, {rate} req/s over {} connections",
+                plan.connections
+            )
+        }
+    };
+    eprintln!(
+        "rayltics-bench: {label} {}: {mode}, pipeline {}, warm-up {:?} + {:?}",
+        plan.target, plan.pipeline, plan.warmup, plan.duration
+    );
+    let total_s = plan.duration.as_secs_f64();
+    let result = engine::run(plan, |s| progress.line(label, total_s, s))?;
+    progress.end();
+    if verbose {
+        eprintln!("{}", report::run_line(label, &result));
+    }
+    if result.requests == 0 {
+        eprintln!(
+            "rayltics-bench: warning: no response from {} in the measured window (errors: {:?}, during warm-up: {:?})",
+            plan.target, result.errors, result.warmup_errors
+        );
+    }
+    Ok(result)
+}
+
+fn check_reachable(t: &Target) -> anyhow::Result<()> {
+    TcpStream::connect_timeout(&t.addr, Duration::from_secs(2))
+        .map(drop)
+        .with_context(|| format!("cannot connect to {} ({})", t.url, t.addr))
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.duration.is_zero() {
+        bail!("--duration must be above zero");
+    }
+    if args.pipeline == 0 {
+        bail!("--pipeline must be at least 1");
+    }
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("--rate must be a positive number of requests per second");
+    }
+    if args.baseline.is_some() && args.pairs == 0 {
+        bail!("--pairs must be at least 1");
+    }
+    let target = parse_target(&args.target)?;
+    let baseline = args.baseline.as_deref().map(parse_target).transpose()?;
+    check_reachable(&target)?;
+    if let Some(b) = &baseline {
+        check_reachable(b)?;
+    }
+    let cpus = args.cpus.clone().map(|c| c.0).unwrap_or_default();
+    let threads = if cpus.is_empty() {
+        args.threads.max(1)
+    } else {
+        cpus.len()
+    };
+    if args.connections < threads {
+        bail!(
+            "--connections ({}) must be at least the number of threads ({threads})",
+            args.connections
+        );
+    }
+    let load = match args.rate {
+        Some(rate) => Load::Open {
+            rate,
+            arrival: args.arrival,
+            seed: args.seed,
+        },
+        None => Load::Closed,
+    };
+    let plan_for = |t: &Target| {
+        let path = match args.scenario {
+            Scenario::Healthz => "/healthz",
+            Scenario::Get => t.path.as_str(),
+        };
+        Plan {
+            target: t.url.clone(),
+            addr: t.addr,
+            request: http1::encode_get(&t.authority, path),
+            load,
+            connections: args.connections,
+            pipeline: args.pipeline,
+            warmup: args.warmup,
+            duration: args.duration,
+            timeout: args.timeout,
+            spin: args.spin,
+            threads,
+            cpus: cpus.clone(),
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (started_at, stamp) = report::utc_stamps(now);
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/bench-results").join(&stamp));
+    let progress = Progress {
+        enabled: !args.quiet && std::io::stderr().is_terminal(),
+    };
+
+    let mut runs = Vec::new();
+    let comparison = match &baseline {
+        None => {
+            let result = run_one(&plan_for(&target), &args.target_name, &progress, false)?;
+            runs.push(Run {
+                name: args.target_name.clone(),
+                role: "target",
+                pair: None,
+                result,
+            });
+            None
+        }
+        Some(b) => {
+            let (pa, pb) = (plan_for(&target), plan_for(b));
+            for pair in 1..=args.pairs {
+                for (plan, name, role) in [
+                    (&pa, &args.target_name, "target"),
+                    (&pb, &args.baseline_name, "baseline"),
+                ] {
+                    if !runs.is_empty() {
+                        std::thread::sleep(args.pause);
+                    }
+                    let label = format!("{name}#{pair}");
+                    let result = run_one(plan, &label, &progress, true)?;
+                    runs.push(Run {
+                        name: name.clone(),
+                        role,
+                        pair: Some(pair),
+                        result,
+                    });
+                }
+            }
+            let pairs: Vec<(&RunResult, &RunResult)> = runs
+                .chunks(2)
+                .map(|c| (&c[0].result, &c[1].result))
+                .collect();
+            Some(Comparison::of(
+                &args.target_name,
+                &args.baseline_name,
+                &pairs,
+            ))
+        }
+    };
+
+    let doc = Document {
+        schema_version: report::SCHEMA_VERSION,
+        tool: "rayltics-bench",
+        tool_version: env!("CARGO_PKG_VERSION"),
+        started_at,
+        host: Host::probe(),
+        config: ConfigOut {
+            scenario: format!("{:?}", args.scenario).to_lowercase(),
+            mode: if args.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            connections: args.connections,
+            rate: args.rate,
+            arrival: args.rate.map(|_| args.arrival),
+            seed: args.rate.map(|_| args.seed),
+            pipeline: args.pipeline,
+            warmup_s: args.warmup.as_secs_f64(),
+            duration_s: args.duration.as_secs_f64(),
+            timeout_s: args.timeout.as_secs_f64(),
+            threads,
+            cpus,
+            target: target.url.clone(),
+            target_name: args.target_name.clone(),
+            baseline: baseline.as_ref().map(|b| b.url.clone()),
+            baseline_name: baseline.as_ref().map(|_| args.baseline_name.clone()),
+            pairs: baseline.as_ref().map(|_| args.pairs),
+        },
+        runs,
+        comparison,
+    };
+    report::write(&out_dir, &doc)?;
+    print!("{}", report::stdout_summary(&doc, &out_dir));
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(*args),
+        Command::NullServer { addr } => null_server::serve(addr),
+    };
+    if let Err(e) = result {
+        eprintln!("rayltics-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "rayltics-bench",
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--cpus",
+            "1,3",
+            "--rate",
+            "1000",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!(args.cpus, Some(CpuList(vec![1, 3])));
+        assert_eq!(args.rate, Some(1000.0));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpus("1"), Ok(CpuList(vec![1])));
+        assert_eq!(parse_cpus("0,2-4"), Ok(CpuList(vec![0, 2, 3, 4])));
+        assert!(parse_cpus("4-2").is_err());
+        assert!(parse_cpus("").is_err());
+    }
+
+    #[test]
+    fn targets() {
+        let t = parse_target("http://127.0.0.1:18080").unwrap();
+        assert_eq!(t.authority, "127.0.0.1:18080");
+        assert_eq!(t.path, "/");
+        assert_eq!(t.addr, "127.0.0.1:18080".parse().unwrap());
+        let t = parse_target("http://127.0.0.1:9/x/y").unwrap();
+        assert_eq!(t.path, "/x/y");
+        let t = parse_target("http://[::1]:8080/").unwrap();
+        assert_eq!(t.addr, "[::1]:8080".parse().unwrap());
+        let t = parse_target("http://127.0.0.1/").unwrap();
+        assert_eq!(t.addr.port(), 80);
+        assert!(parse_target("https://x:1").is_err());
+    }
+}

@@ -1,0 +1,449 @@
+//! The results of an invocation: JSON (schema version 1), a Markdown summary
+//! and a few lines for the terminal, plus the A/B pair ratios.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::engine::Arrival;
+use crate::stats::RunResult;
+
+/// Bumped whenever a field changes meaning or disappears.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// The whole JSON document.
+#[derive(Debug, Serialize)]
+pub(crate) struct Document {
+    pub(crate) schema_version: u32,
+    pub(crate) tool: &'static str,
+    pub(crate) tool_version: &'static str,
+    /// UTC, RFC 3339.
+    pub(crate) started_at: String,
+    pub(crate) host: Host,
+    pub(crate) config: ConfigOut,
+    pub(crate) runs: Vec<Run>,
+    /// Present when a baseline was given.
+    pub(crate) comparison: Option<Comparison>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Host {
+    pub(crate) hostname: String,
+    pub(crate) kernel: String,
+    pub(crate) cpus_online: usize,
+}
+
+impl Host {
+    pub(crate) fn probe() -> Self {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        Self {
+            hostname: read("/proc/sys/kernel/hostname"),
+            kernel: read("/proc/sys/kernel/osrelease"),
+            cpus_online: crate::engine::sys::cpus_online(),
+        }
+    }
+}
+
+/// The workload, as run against every target.
+#[derive(Debug, Serialize)]
+pub(crate) struct ConfigOut {
+    pub(crate) scenario: String,
+    /// `closed` or `open`.
+    pub(crate) mode: &'static str,
+    pub(crate) connections: usize,
+    /// Open loop: requests/s offered.
+    pub(crate) rate: Option<f64>,
+    pub(crate) arrival: Option<Arrival>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) pipeline: usize,
+    pub(crate) warmup_s: f64,
+    pub(crate) duration_s: f64,
+    pub(crate) timeout_s: f64,
+    pub(crate) threads: usize,
+    pub(crate) cpus: Vec<usize>,
+    pub(crate) target: String,
+    pub(crate) target_name: String,
+    pub(crate) baseline: Option<String>,
+    pub(crate) baseline_name: Option<String>,
+    pub(crate) pairs: Option<usize>,
+}
+
+/// One run: against the target (`A`) or the baseline (`B`).
+#[derive(Debug, Serialize)]
+pub(crate) struct Run {
+    pub(crate) name: String,
+    /// `target` or `baseline`.
+    pub(crate) role: &'static str,
+    /// 1-based pair number when alternating with a baseline.
+    pub(crate) pair: Option<usize>,
+    #[serde(flatten)]
+    pub(crate) result: RunResult,
+}
+
+/// A over B. Throughput above 1 means A is faster; latency ratios below 1
+/// mean A answers sooner.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct Ratios {
+    pub(crate) throughput_ratio: f64,
+    pub(crate) p50_ratio: f64,
+    pub(crate) p99_ratio: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct PairRatios {
+    pub(crate) pair: usize,
+    #[serde(flatten)]
+    pub(crate) ratios: Ratios,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Comparison {
+    pub(crate) a: String,
+    pub(crate) b: String,
+    pub(crate) pairs: Vec<PairRatios>,
+    /// Median of each ratio over the pairs.
+    pub(crate) median: Ratios,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        return f64::NAN;
+    }
+    (a / b * 10_000.0).round() / 10_000.0
+}
+
+/// Median (mean of the middle two for an even count); NaN when empty.
+pub(crate) fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+impl Comparison {
+    /// Ratios of each `(a, b)` pair of runs and their medians.
+    pub(crate) fn of(a: &str, b: &str, pairs: &[(&RunResult, &RunResult)]) -> Self {
+        let pairs: Vec<PairRatios> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| PairRatios {
+                pair: i + 1,
+                ratios: Ratios {
+                    throughput_ratio: ratio(a.throughput_rps, b.throughput_rps),
+                    p50_ratio: ratio(a.latency.p50_us, b.latency.p50_us),
+                    p99_ratio: ratio(a.latency.p99_us, b.latency.p99_us),
+                },
+            })
+            .collect();
+        let med = |f: fn(&Ratios) -> f64| {
+            let m = median(&pairs.iter().map(|p| f(&p.ratios)).collect::<Vec<_>>());
+            (m * 10_000.0).round() / 10_000.0
+        };
+        let median = Ratios {
+            throughput_ratio: med(|r| r.throughput_ratio),
+            p50_ratio: med(|r| r.p50_ratio),
+            p99_ratio: med(|r| r.p99_ratio),
+        };
+        Self {
+            a: a.to_string(),
+            b: b.to_string(),
+            pairs,
+            median,
+        }
+    }
+}
+
+/// UTC date-time of a Unix time, as (`2026-01-31T12:00:00Z`, `20260131T120000Z`).
+pub(crate) fn utc_stamps(unix_secs: u64) -> (String, String) {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
+        format!("{y:04}{m:02}{d:02}T{h:02}{mi:02}{s:02}Z"),
+    )
+}
+
+fn fmt_rate(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_us(x: f64) -> String {
+    if x >= 10_000.0 {
+        format!("{:.1} ms", x / 1000.0)
+    } else if x >= 100.0 {
+        format!("{x:.0} us")
+    } else {
+        format!("{x:.1} us")
+    }
+}
+
+/// One line for a run, for the terminal.
+pub(crate) fn run_line(name: &str, r: &RunResult) -> String {
+    let mut line = format!(
+        "{name:<12} {:>11} req/s  p50 {:>9}  p90 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}  errors {}  gen cpu {:.2} (busy {:.2})",
+        fmt_rate(r.throughput_rps),
+        fmt_us(r.latency.p50_us),
+        fmt_us(r.latency.p90_us),
+        fmt_us(r.latency.p99_us),
+        fmt_us(r.latency.p99_9_us),
+        fmt_us(r.latency.max_us),
+        r.errors.total(),
+        r.generator_cpu_total,
+        r.generator_busy_total,
+    );
+    if let Some(lag) = &r.send_lag {
+        let _ = write!(
+            line,
+            "  late>1ms {} (queued {}, gen lag p99 {})",
+            lag.late_over_1ms,
+            lag.queued,
+            fmt_us(lag.generator_p99_us)
+        );
+    }
+    line
+}
+
+/// The concise summary printed on stdout.
+pub(crate) fn stdout_summary(doc: &Document, out_dir: &Path) -> String {
+    let mut s = String::new();
+    for run in &doc.runs {
+        let name = match run.pair {
+            Some(p) => format!("{}#{p}", run.name),
+            None => run.name.clone(),
+        };
+        let _ = writeln!(s, "{}", run_line(&name, &run.result));
+    }
+    if let Some(c) = &doc.comparison {
+        for p in &c.pairs {
+            let _ = writeln!(
+                s,
+                "pair {}: {a}/{b} throughput x{:.3}  p50 x{:.3}  p99 x{:.3}",
+                p.pair,
+                p.ratios.throughput_ratio,
+                p.ratios.p50_ratio,
+                p.ratios.p99_ratio,
+                a = c.a,
+                b = c.b,
+            );
+        }
+        let _ = writeln!(
+            s,
+            "median {a}/{b}: throughput x{:.3}  p50 x{:.3}  p99 x{:.3}",
+            c.median.throughput_ratio,
+            c.median.p50_ratio,
+            c.median.p99_ratio,
+            a = c.a,
+            b = c.b,
+        );
+    }
+    let _ = writeln!(s, "results: {}", out_dir.display());
+    s
+}
+
+/// The Markdown summary written next to the JSON.
+pub(crate) fn markdown(doc: &Document) -> String {
+    let c = &doc.config;
+    let mut s = String::new();
+    let _ = writeln!(s, "# rayltics-bench: {}\n", c.scenario);
+    let _ = writeln!(
+        s,
+        "{} on {} ({} CPUs, Linux {}), rayltics-bench {}.\n",
+        doc.started_at, doc.host.hostname, doc.host.cpus_online, doc.host.kernel, doc.tool_version
+    );
+    let load = match (c.mode, c.rate) {
+        ("open", Some(rate)) => format!(
+            "open loop, {} req/s offered ({:?} arrivals, seed {}) over {} connections",
+            fmt_rate(rate),
+            c.arrival.unwrap_or(Arrival::Uniform),
+            c.seed.unwrap_or(0),
+            c.connections
+        ),
+        _ => format!("closed loop, {} connections", c.connections),
+    };
+    let _ = writeln!(
+        s,
+        "- Load: {load}, pipeline {}; warm-up {} s, measured {} s, timeout {} s",
+        c.pipeline, c.warmup_s, c.duration_s, c.timeout_s
+    );
+    let cpus = if c.cpus.is_empty() {
+        "not pinned".to_string()
+    } else {
+        format!("CPUs {:?}", c.cpus)
+    };
+    let _ = writeln!(s, "- Generator: {} thread(s), {cpus}", c.threads);
+    let _ = writeln!(s, "- Target `{}`: {}", c.target_name, c.target);
+    if let (Some(b), Some(n)) = (&c.baseline, &c.baseline_name) {
+        let _ = writeln!(
+            s,
+            "- Baseline `{n}`: {b}, alternated A B A B ... over {} pair(s)",
+            c.pairs.unwrap_or(0)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n| run | req/s | p50 | p90 | p99 | p99.9 | max | errors | late>1ms | gen CPU | gen busy |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for run in &doc.runs {
+        let r = &run.result;
+        let name = match run.pair {
+            Some(p) => format!("{} #{p}", run.name),
+            None => run.name.clone(),
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            fmt_rate(r.throughput_rps),
+            fmt_us(r.latency.p50_us),
+            fmt_us(r.latency.p90_us),
+            fmt_us(r.latency.p99_us),
+            fmt_us(r.latency.p99_9_us),
+            fmt_us(r.latency.max_us),
+            r.errors.total(),
+            r.send_lag
+                .map_or("-".to_string(), |l| l.late_over_1ms.to_string()),
+            r.generator_cpu_total,
+            r.generator_busy_total,
+        );
+    }
+    if let Some(cmp) = &doc.comparison {
+        let _ = writeln!(
+            s,
+            "\n## {a} / {b}\n\nThroughput ratio above 1: {a} serves more; latency ratio below 1: {a} answers sooner.\n",
+            a = cmp.a,
+            b = cmp.b
+        );
+        let _ = writeln!(s, "| pair | throughput | p50 | p99 |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        for p in &cmp.pairs {
+            let _ = writeln!(
+                s,
+                "| {} | {:.3} | {:.3} | {:.3} |",
+                p.pair, p.ratios.throughput_ratio, p.ratios.p50_ratio, p.ratios.p99_ratio
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| **median** | **{:.3}** | **{:.3}** | **{:.3}** |",
+            cmp.median.throughput_ratio, cmp.median.p50_ratio, cmp.median.p99_ratio
+        );
+    }
+    let _ = writeln!(s, "\n## Errors\n");
+    let _ = writeln!(
+        s,
+        "| run | connect | timeout | 5xx | 4xx | io | parse | in flight at end |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for run in &doc.runs {
+        let e = &run.result.errors;
+        let name = match run.pair {
+            Some(p) => format!("{} #{p}", run.name),
+            None => run.name.clone(),
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            e.connect,
+            e.timeout,
+            e.status_5xx,
+            e.status_4xx,
+            e.io,
+            e.parse,
+            run.result.unanswered_at_end
+        );
+    }
+    let _ = writeln!(s, "\n## Per second\n");
+    for run in &doc.runs {
+        let name = match run.pair {
+            Some(p) => format!("{} #{p}", run.name),
+            None => run.name.clone(),
+        };
+        let _ = writeln!(
+            s,
+            "<details><summary>{name}</summary>\n\n| s | req/s | p50 | p99 | max | errors |\n|---:|---:|---:|---:|---:|---:|"
+        );
+        for sec in &run.result.timeline {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                sec.second,
+                fmt_rate(sec.throughput_rps),
+                fmt_us(sec.p50_us),
+                fmt_us(sec.p99_us),
+                fmt_us(sec.max_us),
+                sec.errors
+            );
+        }
+        let _ = writeln!(s, "\n</details>\n");
+    }
+    s
+}
+
+/// Writes `result.json` and `summary.md` into `dir` (created if needed).
+pub(crate) fn write(dir: &Path, doc: &Document) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = serde_json::to_string_pretty(doc).context("encoding the JSON result")?;
+    std::fs::write(dir.join("result.json"), json + "\n")
+        .with_context(|| format!("writing {}", dir.join("result.json").display()))?;
+    std::fs::write(dir.join("summary.md"), markdown(doc))
+        .with_context(|| format!("writing {}", dir.join("summary.md").display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn utc() {
+        assert_eq!(utc_stamps(0).0, "1970-01-01T00:00:00Z");
+        assert_eq!(utc_stamps(951_782_400).1, "20000229T000000Z");
+        assert_eq!(utc_stamps(1_767_225_599).0, "2025-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn rates_are_grouped() {
+        assert_eq!(fmt_rate(1_234_567.4), "1 234 567");
+        assert_eq!(fmt_rate(999.0), "999");
+    }
+}
