@@ -4,15 +4,20 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::time::Instant;
+
+use futures::FutureExt;
 use futures::future::{Either, select};
 use httparse::Status;
+use monoio::time::Sleep;
 use monoio::time::timeout;
 
 use crate::limits::HttpLimits;
 use crate::problem::Problem;
 use crate::request::{Method, Request};
 use crate::response::Response;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, Wait};
 use crate::transport::Transport;
 
 /// What the edge calls for each complete request.
@@ -51,6 +56,9 @@ pub async fn serve<T: Transport, H: Handler>(
     let mut conn = Conn {
         io,
         limits,
+        shutdown,
+        idle_timer: None,
+        drain: None,
         rbuf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
         pos: 0,
         wbuf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
@@ -119,6 +127,9 @@ struct Head {
 struct Conn<'a, T> {
     io: &'a mut T,
     limits: &'a HttpLimits,
+    shutdown: &'a Shutdown,
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    drain: Option<Pin<Box<Wait<'a>>>>,
     rbuf: Vec<u8>,
     pos: usize,
     wbuf: Vec<u8>,
@@ -149,7 +160,7 @@ impl<T: Transport> Conn<'_, T> {
                 return Next::Close;
             }
             let outcome = if idle {
-                self.read_idle(shutdown).await
+                self.read_idle().await
             } else {
                 self.read_more(
                     self.limits.header_read_timeout,
@@ -309,23 +320,44 @@ impl<T: Transport> Conn<'_, T> {
 
     /// Waits for the next request on a keep-alive connection: ends at the
     /// idle timeout or when the shard drains.
-    async fn read_idle(&mut self, shutdown: &Shutdown) -> Read {
+    ///
+    /// Hot path: a request that is already there is read with one poll (no
+    /// timer, no select). Otherwise the connection's one idle timer and one
+    /// drain waiter (armed once per connection, re-armed only when the timer
+    /// fires early) guard the wait.
+    async fn read_idle(&mut self) -> Read {
         self.make_room(INITIAL_BUFFER_BYTES);
         let buf = std::mem::take(&mut self.rbuf);
-        let idle = self.limits.idle_timeout;
-        let read = std::pin::pin!(timeout(idle, self.io.read(buf)));
-        let stop = std::pin::pin!(shutdown.wait());
-        match select(read, stop).await {
-            Either::Left((Ok((result, buf)), _)) => {
-                self.rbuf = buf;
-                match result {
-                    Ok(0) => Read::Eof,
-                    Ok(_) => Read::Data,
-                    Err(_) => Read::Failed,
+        let idle_timeout = self.limits.idle_timeout;
+        let started = Instant::now();
+        let shutdown = self.shutdown;
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(monoio::time::sleep(idle_timeout)));
+        let stop = self.drain.get_or_insert_with(|| Box::pin(shutdown.wait()));
+        let mut read = std::pin::pin!(self.io.read(buf));
+        let outcome = match (&mut read).now_or_never() {
+            Some(outcome) => outcome,
+            None => loop {
+                match select(&mut read, select(timer.as_mut(), stop.as_mut())).await {
+                    Either::Left((outcome, _)) => break outcome,
+                    Either::Right((Either::Left(_), _)) => {
+                        let deadline = started + idle_timeout;
+                        if Instant::now() >= deadline {
+                            return Read::TimedOut;
+                        }
+                        timer.as_mut().reset(deadline.into());
+                    }
+                    Either::Right((Either::Right(_), _)) => return Read::Shutdown,
                 }
-            }
-            Either::Left((Err(_), _)) => Read::TimedOut,
-            Either::Right(_) => Read::Shutdown,
+            },
+        };
+        let (result, buf) = outcome;
+        self.rbuf = buf;
+        match result {
+            Ok(0) => Read::Eof,
+            Ok(_) => Read::Data,
+            Err(_) => Read::Failed,
         }
     }
 
@@ -349,13 +381,23 @@ impl<T: Transport> Conn<'_, T> {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.wbuf);
-        match timeout(self.limits.write_timeout, self.io.write_all(buf)).await {
-            Ok((Ok(()), mut buf)) => {
+        let mut write = std::pin::pin!(self.io.write_all(buf));
+        // Hot path: the socket takes the whole response at once; only a
+        // write that has to wait gets a timer.
+        let written = match (&mut write).now_or_never() {
+            Some(done) => done,
+            None => match timeout(self.limits.write_timeout, write).await {
+                Ok(done) => done,
+                Err(_) => return Err(()),
+            },
+        };
+        match written {
+            (Ok(()), mut buf) => {
                 buf.clear();
                 self.wbuf = buf;
                 Ok(())
             }
-            Ok((Err(_), _)) | Err(_) => Err(()),
+            (Err(_), _) => Err(()),
         }
     }
 

@@ -103,7 +103,7 @@ impl<T> Router<T> {
         let mut allowed = Vec::new();
         let mut head_fallback = None;
         for route in &self.routes {
-            let Some(params) = matches(&route.segments, &parts) else {
+            let Some(params) = matches(&route.segments, parts) else {
                 continue;
             };
             if route.method == method {
