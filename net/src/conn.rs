@@ -16,7 +16,7 @@ use monoio::time::timeout;
 use crate::limits::HttpLimits;
 use crate::problem::Problem;
 use crate::request::{Method, Request};
-use crate::response::Response;
+use crate::response::{Connection, Response};
 use crate::shutdown::{Shutdown, Wait};
 use crate::transport::Transport;
 
@@ -57,6 +57,7 @@ pub async fn serve<T: Transport, H: Handler>(
         io,
         limits,
         shutdown,
+        body_deadline: Instant::now(),
         idle_timer: None,
         drain: None,
         rbuf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
@@ -69,9 +70,21 @@ pub async fn serve<T: Transport, H: Handler>(
             Next::Request { keep_alive } => {
                 let response = handler.handle(&req).await;
                 let close = !keep_alive || response.close || shutdown.is_triggered();
-                response.encode(&mut conn.wbuf, close, req.method() == Method::Head);
+                let connection = if close {
+                    Connection::Close
+                } else if req.is_http10() {
+                    Connection::KeepAlive
+                } else {
+                    Connection::Default
+                };
+                response.encode(&mut conn.wbuf, connection, req.method() == Method::Head);
                 if close {
-                    let _ = conn.flush().await;
+                    // Unread pipelined input would turn our close into a
+                    // reset that can destroy this response: drain it briefly.
+                    let unread = conn.pos < conn.rbuf.len();
+                    if conn.flush().await.is_ok() && unread {
+                        conn.linger().await;
+                    }
                     return;
                 }
                 if (conn.wbuf.len() >= WRITE_BATCH_BYTES || conn.pos == conn.rbuf.len())
@@ -82,7 +95,9 @@ pub async fn serve<T: Transport, H: Handler>(
             }
             Next::Fail(problem) => {
                 handler.edge_error(problem.status);
-                problem.into_response().encode(&mut conn.wbuf, true, false);
+                problem
+                    .into_response()
+                    .encode(&mut conn.wbuf, Connection::Close, false);
                 if conn.flush().await.is_ok() {
                     conn.linger().await;
                 }
@@ -128,6 +143,7 @@ struct Conn<'a, T> {
     io: &'a mut T,
     limits: &'a HttpLimits,
     shutdown: &'a Shutdown,
+    body_deadline: Instant,
     idle_timer: Option<Pin<Box<Sleep>>>,
     drain: Option<Pin<Box<Wait<'a>>>>,
     rbuf: Vec<u8>,
@@ -138,6 +154,9 @@ struct Conn<'a, T> {
 impl<T: Transport> Conn<'_, T> {
     async fn next_request(&mut self, req: &mut Request, shutdown: &Shutdown) -> Next {
         req.clear();
+        // One deadline for the whole head (from its first byte), so a client
+        // trickling a byte at a time cannot hold the connection forever.
+        let mut head_deadline: Option<Instant> = None;
         let head = loop {
             if self.pos == self.rbuf.len() {
                 self.rbuf.clear();
@@ -162,11 +181,10 @@ impl<T: Transport> Conn<'_, T> {
             let outcome = if idle {
                 self.read_idle().await
             } else {
-                self.read_more(
-                    self.limits.header_read_timeout,
-                    self.limits.max_header_bytes + 1,
-                )
-                .await
+                let deadline = *head_deadline
+                    .get_or_insert_with(|| Instant::now() + self.limits.header_read_timeout);
+                self.read_until(deadline, self.limits.max_header_bytes + 1)
+                    .await
             };
             match outcome {
                 Read::Data => {}
@@ -191,6 +209,8 @@ impl<T: Transport> Conn<'_, T> {
                 }
             }
         }
+        // Likewise one deadline for the whole body.
+        self.body_deadline = Instant::now() + self.limits.body_read_timeout;
         let body = match head.framing {
             Framing::None => Ok(()),
             Framing::Length(n) => self.read_length_body(n, req).await,
@@ -287,10 +307,7 @@ impl<T: Transport> Conn<'_, T> {
     }
 
     async fn body_read(&mut self, at_least: usize) -> Result<(), Next> {
-        match self
-            .read_more(self.limits.body_read_timeout, at_least)
-            .await
-        {
+        match self.read_until(self.body_deadline, at_least).await {
             Read::Data => Ok(()),
             Read::TimedOut => Err(Next::Fail(Problem::new(
                 408,
@@ -301,11 +318,16 @@ impl<T: Transport> Conn<'_, T> {
         }
     }
 
-    /// Reads more input with room for at least `want` bytes (capped).
-    async fn read_more(&mut self, limit: Duration, want: usize) -> Read {
+    /// Reads more input with room for at least `want` bytes (capped),
+    /// giving up at `deadline`.
+    async fn read_until(&mut self, deadline: Instant, want: usize) -> Read {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Read::TimedOut;
+        }
         self.make_room(want);
         let buf = std::mem::take(&mut self.rbuf);
-        match timeout(limit, self.io.read(buf)).await {
+        match timeout(left, self.io.read(buf)).await {
             Ok((result, buf)) => {
                 self.rbuf = buf;
                 match result {
@@ -404,17 +426,14 @@ impl<T: Transport> Conn<'_, T> {
     /// Drains unread input briefly after an error answer, so closing with
     /// unread data does not reset the connection before the client reads.
     async fn linger(&mut self) {
-        let deadline = std::time::Instant::now() + LINGER;
+        self.io.shutdown_write().await;
+        let deadline = Instant::now() + LINGER;
         let mut drained = 0;
         while drained < LINGER_BYTES {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return;
-            }
             self.rbuf.clear();
             self.pos = 0;
             let before = self.rbuf.len();
-            match self.read_more(left, INITIAL_BUFFER_BYTES).await {
+            match self.read_until(deadline, INITIAL_BUFFER_BYTES).await {
                 Read::Data => drained += self.rbuf.len() - before,
                 _ => return,
             }
@@ -495,6 +514,7 @@ fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Opti
     else {
         return Err(Problem::bad_request("incomplete request line"));
     };
+    let target = origin_form(target);
     if target.len() > limits.max_uri_bytes {
         return Err(Problem::new(
             414,
@@ -502,9 +522,9 @@ fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Opti
             format!("request target exceeds {} bytes", limits.max_uri_bytes),
         ));
     }
-    let origin_form = target.starts_with('/');
+    let is_origin_form = target.starts_with('/') || target.is_empty();
     let asterisk_form = method == "OPTIONS" && target == "*";
-    if !(origin_form || asterisk_form) {
+    if !(is_origin_form || asterisk_form) {
         return Err(Problem::bad_request(
             "request target must be an absolute path",
         ));
@@ -606,6 +626,24 @@ fn parse_head(buf: &[u8], limits: &HttpLimits, req: &mut Request) -> Result<Opti
         keep_alive,
         expect_continue,
     }))
+}
+
+/// The path-and-query of an absolute-form target (`http://host/p?q`, which
+/// RFC 9112 section 3.2.2 says servers must accept); other targets as they are.
+fn origin_form(target: &str) -> &str {
+    let lower = |n: usize| target.get(..n).map(str::to_ascii_lowercase);
+    let rest = if lower(7).as_deref() == Some("http://") {
+        &target[7..]
+    } else if lower(8).as_deref() == Some("https://") {
+        &target[8..]
+    } else {
+        return target;
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        // `http://host` or `http://host?q`: no path; keep the query out of it.
+        _ => &rest[rest.len()..],
+    }
 }
 
 fn parse_content_length(value: &[u8]) -> Option<usize> {

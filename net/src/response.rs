@@ -58,7 +58,7 @@ impl Response {
 
     /// Appends the status line, headers and body to `out`. `head_only`
     /// (a HEAD request) keeps the `Content-Length` but leaves the body out.
-    pub fn encode(&self, out: &mut Vec<u8>, close: bool, head_only: bool) {
+    pub fn encode(&self, out: &mut Vec<u8>, connection: Connection, head_only: bool) {
         let mut code = itoa::Buffer::new();
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(code.format(self.status).as_bytes());
@@ -82,14 +82,27 @@ impl Response {
             // Header values never carry CR/LF (response splitting).
             out.extend(value.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
         }
-        if close {
-            out.extend_from_slice(b"\r\nconnection: close");
+        match connection {
+            Connection::Close => out.extend_from_slice(b"\r\nconnection: close"),
+            Connection::KeepAlive => out.extend_from_slice(b"\r\nconnection: keep-alive"),
+            Connection::Default => {}
         }
         out.extend_from_slice(b"\r\n\r\n");
         if !no_body && !head_only {
             out.extend_from_slice(&self.body);
         }
     }
+}
+
+/// The `Connection` header a response carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// None: HTTP/1.1 keep-alive by default.
+    Default,
+    /// `connection: close`; the connection ends after this response.
+    Close,
+    /// `connection: keep-alive`, for HTTP/1.0 clients that asked for it.
+    KeepAlive,
 }
 
 /// The reason phrase of `status`.

@@ -15,6 +15,9 @@ pub trait Transport {
 
     /// Writes all of `buf`.
     fn write_all(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+
+    /// Half-closes the write side (the peer reads end of stream).
+    fn shutdown_write(&mut self) -> impl Future<Output = ()>;
 }
 
 impl Transport for monoio::net::TcpStream {
@@ -27,6 +30,10 @@ impl Transport for monoio::net::TcpStream {
     async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         let (result, buf) = AsyncWriteRentExt::write_all(self, buf).await;
         (result.map(|_| ()), buf)
+    }
+
+    async fn shutdown_write(&mut self) {
+        let _ = monoio::io::AsyncWriteRent::shutdown(self).await;
     }
 }
 
@@ -72,4 +79,6 @@ impl Transport for MemoryTransport {
         self.output.extend_from_slice(&buf);
         (Ok(()), buf)
     }
+
+    async fn shutdown_write(&mut self) {}
 }

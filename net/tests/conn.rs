@@ -173,3 +173,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn absolute_form_targets_route_by_their_path() {
+    let out = run(
+        b"GET http://example.com/a/b?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\nGET HTTP://h HTTP/1.1\r\nHost: h\r\n\r\n",
+        0,
+        HttpLimits::default(),
+    );
+    assert!(out.contains("GET /a/b 0"), "{out}");
+    assert_eq!(statuses(&out), [200, 200]);
+}
+
+#[test]
+fn http10_keep_alive_is_confirmed() {
+    let out = run(
+        b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        0,
+        HttpLimits::default(),
+    );
+    assert!(out.contains("connection: keep-alive"), "{out}");
+}
