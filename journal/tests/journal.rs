@@ -1,0 +1,579 @@
+//! Journal behaviour: round trip, group commit, torn tails, corruption,
+//! snapshots, locking.
+
+mod common;
+
+use std::cell::RefCell;
+use std::fs;
+use std::path::Path;
+use std::rc::Rc;
+
+use common::{Event, Rng, event, opts, run, segments, shard0, snapshots};
+use rayltics_journal::{Error, Journal, JournalOptions, Recovered};
+
+type J = Journal<Event>;
+
+fn open(root: &Path) -> (J, Recovered<Event>) {
+    J::open(root, 0, opts()).expect("open journal")
+}
+
+/// Byte offset of every record's frame when `ids` were appended in order to
+/// an empty segment (frame = 16-byte header + payload padded to 16).
+fn frame_offsets(ids: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut off = 0u64;
+    let mut v = Vec::new();
+    for i in ids {
+        v.push(off);
+        let len = rkyv::to_bytes::<rkyv::rancor::Error>(&event(i))
+            .unwrap()
+            .len() as u64;
+        off += 16 + len.div_ceil(16) * 16;
+    }
+    v.push(off);
+    v
+}
+
+fn assert_records(rec: &Recovered<Event>, first: u64, last: u64) {
+    assert_eq!(rec.len() as u64, last + 1 - first, "record count");
+    let mut expect = first;
+    for r in rec.records() {
+        assert_eq!(r.seq(), expect);
+        let a = r.access().expect("valid archive");
+        assert_eq!(a.id, expect);
+        assert_eq!(r.deserialize().unwrap(), event(expect));
+        expect += 1;
+    }
+    assert_eq!(expect, last + 1);
+}
+
+#[test]
+fn round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (j, rec) = open(tmp.path());
+        assert!(rec.is_empty() && rec.snapshot().is_none() && rec.last_seq() == 0);
+        for i in 1..=2000 {
+            assert_eq!(j.append(&event(i)).unwrap(), i);
+            if i % 100 == 0 {
+                assert_eq!(j.commit_blocking().unwrap(), i);
+            }
+        }
+        assert_eq!(j.durable_seq(), 2000);
+        assert!(segments(&shard0(tmp.path())).len() > 3, "crossed segments");
+    }
+    let (j, rec) = open(tmp.path());
+    assert_records(&rec, 1, 2000);
+    assert!(rec.torn_tail().is_none());
+    assert_eq!(rec.last_seq(), 2000);
+    drop(rec);
+    // Appends continue the sequence, into the open segment.
+    assert_eq!(j.append_encoded(b"raw bytes").unwrap(), 2001);
+    j.commit_blocking().unwrap();
+    drop(j);
+    let (_j, rec) = open(tmp.path());
+    let last = rec.records().last().unwrap();
+    assert_eq!((last.seq(), last.bytes()), (2001, &b"raw bytes"[..]));
+    assert_eq!(
+        last.bytes().as_ptr() as usize % 16,
+        0,
+        "payloads are aligned"
+    );
+}
+
+#[test]
+fn appended_but_uncommitted_records_are_not_durable_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = open(tmp.path());
+        j.append(&event(1)).unwrap();
+        j.commit_blocking().unwrap();
+        j.append(&event(2)).unwrap(); // never committed
+    }
+    let (_j, rec) = open(tmp.path());
+    assert_records(&rec, 1, 1);
+}
+
+#[test]
+fn group_commit_one_fdatasync_covers_a_tick() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    run(async move {
+        let (j, _) = open(&root);
+        monoio::spawn(j.flusher());
+        // 200 tasks that each append and await their commit, all in one tick.
+        let tasks: Vec<_> = (1..=200)
+            .map(|i| {
+                let j = j.clone();
+                monoio::spawn(async move {
+                    let seq = j.append(&event(i)).unwrap();
+                    let done = j.commit().await.unwrap();
+                    assert!(done >= seq);
+                    seq
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await);
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        let s = j.stats_view();
+        assert_eq!(s.appended, 200);
+        assert_eq!(s.batches, 1, "{s:?}");
+        assert_eq!(s.fdatasyncs, 1, "one fdatasync for the whole tick: {s:?}");
+        assert_eq!(j.durable_seq(), 200);
+
+        // Sustained load: 64 tasks x 20 rounds of append + commit. Each round
+        // of the 64 shares a sync.
+        let tasks: Vec<_> = (0..64u64)
+            .map(|t| {
+                let j = j.clone();
+                monoio::spawn(async move {
+                    for r in 0..20u64 {
+                        let seq = j.append(&event(1000 + t * 100 + r)).unwrap();
+                        assert!(j.commit().await.unwrap() >= seq);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let s2 = j.stats_view();
+        let syncs = s2.fdatasyncs - s.fdatasyncs;
+        eprintln!("1280 commits took {syncs} fdatasyncs");
+        assert!(
+            syncs <= 42,
+            "group commit should batch: {syncs} syncs for 1280 commits"
+        );
+        assert_eq!(j.durable_seq(), 1480);
+        j.close().await.unwrap();
+    });
+    let (_j, rec) = open(tmp.path());
+    assert_eq!(rec.len(), 1480);
+}
+
+#[test]
+fn works_on_a_plain_thread_executor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (j, _) = open(tmp.path());
+    let mut pool = futures::executor::LocalPool::new();
+    use futures::task::LocalSpawnExt;
+    pool.spawner().spawn_local(j.flusher()).unwrap();
+    let done = Rc::new(RefCell::new(Vec::new()));
+    let commits = (1..=50).map(|i| {
+        let j = j.clone();
+        let done = done.clone();
+        async move {
+            let seq = j.append(&event(i)).unwrap();
+            j.commit().await.unwrap();
+            done.borrow_mut().push(seq);
+        }
+    });
+    pool.run_until(futures::future::join_all(commits));
+    assert_eq!(done.borrow().len(), 50);
+    assert_eq!(j.durable_seq(), 50);
+    assert!(j.stats_view().fdatasyncs <= 2);
+    // A blocking commit while the flusher exists works too.
+    j.append(&event(51)).unwrap();
+    assert_eq!(j.commit_blocking().unwrap(), 51);
+    pool.run_until(j.clone().close()).unwrap();
+    assert!(matches!(j.append(&event(52)), Err(Error::Closed)));
+}
+
+#[test]
+fn a_dropped_flusher_fails_waiting_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (j, _) = open(tmp.path());
+    let flusher = j.flusher();
+    j.append(&event(1)).unwrap();
+    let mut commit = Box::pin(j.commit());
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(commit.as_mut().poll(&mut cx).is_pending());
+    drop(flusher); // e.g. its runtime shut down
+    assert!(matches!(
+        commit.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Err(Error::NoFlusher))
+    ));
+    // A new flusher can take over.
+    let mut pool = futures::executor::LocalPool::new();
+    use futures::task::LocalSpawnExt;
+    pool.spawner().spawn_local(j.flusher()).unwrap();
+    assert_eq!(pool.run_until(j.commit()).unwrap(), 1);
+}
+
+#[test]
+fn commit_without_flusher_is_an_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (j, _) = open(tmp.path());
+    j.append(&event(1)).unwrap();
+    let r = futures::executor::block_on(j.commit());
+    assert!(matches!(r, Err(Error::NoFlusher)), "{r:?}");
+    // Nothing appended: a commit is immediately done.
+    let (j2, _) = J::open(tmp.path(), 1, opts()).unwrap();
+    assert_eq!(futures::executor::block_on(j2.commit()).unwrap(), 0);
+}
+
+/// Writes records `1..=n`, one write group each, into one segment; returns
+/// the segment path and its bytes.
+fn write_single_groups(root: &Path, n: u64) -> (std::path::PathBuf, Vec<u8>) {
+    let (j, _) = J::open(root, 0, JournalOptions::default()).unwrap();
+    for i in 1..=n {
+        j.append(&event(i)).unwrap();
+        j.commit_blocking().unwrap();
+    }
+    drop(j);
+    let segs = segments(&shard0(root));
+    assert_eq!(segs.len(), 1);
+    let bytes = fs::read(&segs[0]).unwrap();
+    (segs[0].clone(), bytes)
+}
+
+#[test]
+fn torn_tail_is_cut_off_and_appends_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (seg, bytes) = write_single_groups(tmp.path(), 20);
+    let offs = frame_offsets(1..=20);
+    let (l0, l1) = (offs[19], offs[20]);
+    assert_eq!(bytes.len() as u64, l1);
+    let mut rng = Rng::new("torn_tail");
+    let mut cuts: Vec<u64> = (0..12).map(|_| rng.range(l0 + 1, l1)).collect();
+    cuts.extend([l0 + 1, l0 + 15, l0 + 16, l1 - 1]);
+    for cut in cuts {
+        fs::write(&seg, &bytes[..cut as usize]).unwrap();
+        {
+            let (j, rec) = J::open(tmp.path(), 0, JournalOptions::default()).unwrap();
+            assert_records(&rec, 1, 19);
+            let torn = rec.torn_tail().expect("torn tail reported");
+            assert_eq!(
+                (torn.offset, torn.discarded),
+                (l0, cut - l0),
+                "cut at {cut}"
+            );
+            assert_eq!(fs::metadata(&seg).unwrap().len(), l0);
+            assert_eq!(j.append(&event(20)).unwrap(), 20);
+            j.commit_blocking().unwrap();
+        }
+        let (_j, rec) = J::open(tmp.path(), 0, JournalOptions::default()).unwrap();
+        assert_records(&rec, 1, 20);
+        assert!(rec.torn_tail().is_none());
+    }
+}
+
+#[test]
+fn damaged_last_record_and_garbage_after_the_end_are_torn_tails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (seg, bytes) = write_single_groups(tmp.path(), 10);
+    let offs = frame_offsets(1..=10);
+    // A flipped bit in the last record's payload, then in its header.
+    for at in [offs[9] + 20, offs[9] + 5, offs[9] + 9] {
+        let mut b = bytes.clone();
+        b[at as usize] ^= 0x10;
+        fs::write(&seg, &b).unwrap();
+        let (_j, rec) = J::open(tmp.path(), 0, JournalOptions::default()).unwrap();
+        assert_records(&rec, 1, 9);
+        assert_eq!(rec.torn_tail().unwrap().offset, offs[9]);
+    }
+    // Zeros after the last record (a preallocated or half-persisted tail).
+    let mut b = bytes.clone();
+    b.extend(std::iter::repeat_n(0u8, 4096));
+    fs::write(&seg, &b).unwrap();
+    let (_j, rec) = J::open(tmp.path(), 0, JournalOptions::default()).unwrap();
+    assert_records(&rec, 1, 10);
+    assert_eq!(rec.torn_tail().unwrap().offset, offs[10]);
+}
+
+#[test]
+fn corrupt_middle_record_stops_startup_naming_file_and_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (seg, bytes) = write_single_groups(tmp.path(), 30);
+    let offs = frame_offsets(1..=30);
+    let mut b = bytes.clone();
+    b[offs[4] as usize + 24] ^= 0x01; // record 5's payload
+    fs::write(&seg, &b).unwrap();
+    let err = J::open(tmp.path(), 0, JournalOptions::default()).unwrap_err();
+    match &err {
+        Error::Corrupt { file, offset, .. } => {
+            assert_eq!(file, &seg);
+            assert_eq!(*offset, offs[4]);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("journal-00000000000000000001.log") && msg.contains(&offs[4].to_string()),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("checksum mismatch") && msg.contains("in record 5"),
+        "{msg}"
+    );
+    // Nothing was truncated.
+    assert_eq!(fs::read(&seg).unwrap(), b);
+
+    // An impossible length field in the middle is corrupt too.
+    let mut b = bytes.clone();
+    b[offs[9] as usize + 7] = 0x7f; // reserved bit of record 10's length
+    fs::write(&seg, &b).unwrap();
+    let err = J::open(tmp.path(), 0, JournalOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { offset, .. } if *offset == offs[9]),
+        "{err}"
+    );
+}
+
+#[test]
+fn damage_in_a_closed_segment_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = open(tmp.path());
+        for i in 1..=600 {
+            j.append(&event(i)).unwrap();
+            if i % 20 == 0 {
+                j.commit_blocking().unwrap();
+            }
+        }
+    }
+    let segs = segments(&shard0(tmp.path()));
+    assert!(segs.len() >= 3);
+    // The last record of the first segment: not a tail, its segment is closed.
+    let mut b = fs::read(&segs[0]).unwrap();
+    let n = b.len();
+    b[n - 20] ^= 0xff;
+    fs::write(&segs[0], &b).unwrap();
+    let err = open_err(tmp.path());
+    assert!(
+        matches!(&err, Error::Corrupt { file, .. } if file == &segs[0]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not the last one"), "{err}");
+}
+
+fn open_err(root: &Path) -> Error {
+    J::open(root, 0, opts()).unwrap_err()
+}
+
+#[test]
+fn damage_inside_the_last_write_is_a_torn_tail() {
+    // Power loss can persist the pages of the last (unsynced) write in any
+    // order: a bad record followed by good ones of the *same* write is a torn
+    // tail, not corruption.
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = J::open(tmp.path(), 0, JournalOptions::default()).unwrap();
+        for i in 1..=5 {
+            j.append(&event(i)).unwrap();
+        }
+        j.commit_blocking().unwrap(); // group 1..=5
+        for i in 6..=15 {
+            j.append(&event(i)).unwrap();
+        }
+        j.commit_blocking().unwrap(); // group 6..=15, the last write
+    }
+    let seg = segments(&shard0(tmp.path())).remove(0);
+    let offs = frame_offsets(1..=15);
+    let mut b = fs::read(&seg).unwrap();
+    b[offs[8] as usize + 20] ^= 0x04; // record 9, inside the last group
+    fs::write(&seg, &b).unwrap();
+    let (_j, rec) = J::open(tmp.path(), 0, JournalOptions::default()).unwrap();
+    assert_records(&rec, 1, 8);
+    assert_eq!(rec.torn_tail().unwrap().offset, offs[8]);
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+struct State {
+    upto: u64,
+    ids: u64,
+}
+
+#[test]
+fn snapshot_truncates_segments_and_recovery_replays_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let dir = shard0(&root);
+    let r = root.clone();
+    run(async move {
+        let (j, _) = open(&r);
+        monoio::spawn(j.flusher());
+        for i in 1..=1000 {
+            j.append(&event(i)).unwrap();
+            if i % 50 == 0 {
+                j.commit().await.unwrap();
+            }
+        }
+        let before = segments(&shard0(&r)).len();
+        assert!(before > 4, "{before} segments");
+        let state = State {
+            upto: 600,
+            ids: (1..=600).sum(),
+        };
+        j.write_snapshot_of(600, &state).await.unwrap();
+        // Refused: older than the current snapshot, beyond the last record.
+        assert!(matches!(
+            j.write_snapshot(500, vec![1u8]).await,
+            Err(Error::Snapshot { .. })
+        ));
+        assert!(matches!(
+            j.write_snapshot(1001, vec![1u8]).await,
+            Err(Error::Snapshot { .. })
+        ));
+        let segs = segments(&shard0(&r));
+        assert!(segs.len() < before);
+        assert_eq!(
+            j.stats_view().segments_removed as usize,
+            before - segs.len()
+        );
+        j.close().await.unwrap();
+    });
+    // Remaining segments: the first one still holds record 601.
+    let segs = segments(&dir);
+    let first_seq = |p: &Path| -> u64 {
+        let n = p.file_name().unwrap().to_str().unwrap();
+        n["journal-".len().."journal-".len() + 20].parse().unwrap()
+    };
+    assert!(first_seq(&segs[0]) <= 601);
+    if segs.len() > 1 {
+        assert!(first_seq(&segs[1]) > 601);
+    }
+    assert_eq!(snapshots(&dir).len(), 1);
+
+    let r = root.clone();
+    run(async move {
+        let (j, rec) = open(&r);
+        let snap = rec.snapshot().unwrap();
+        assert_eq!(snap.seq(), 600);
+        assert_eq!(
+            snap.deserialize::<State>().unwrap(),
+            State {
+                upto: 600,
+                ids: (1..=600).sum()
+            }
+        );
+        assert_eq!(snap.access::<State>().unwrap().upto, 600);
+        assert_records(&rec, 601, 1000);
+        drop(rec);
+        monoio::spawn(j.flusher());
+        // A snapshot at the last record covers every segment.
+        j.write_snapshot(1000, b"all".to_vec()).await.unwrap();
+        assert!(segments(&shard0(&r)).is_empty());
+        assert_eq!(
+            snapshots(&shard0(&r)),
+            vec![shard0(&r).join("snapshot-00000000000000001000.snap")]
+        );
+        assert_eq!(j.append(&event(1001)).unwrap(), 1001);
+        j.commit().await.unwrap();
+        j.close().await.unwrap();
+    });
+    let (_j, rec) = open(&root);
+    assert_eq!(rec.snapshot().unwrap().bytes(), b"all");
+    assert_records(&rec, 1001, 1001);
+    assert_eq!(
+        segments(&dir),
+        vec![dir.join("journal-00000000000000001001.log")]
+    );
+}
+
+#[test]
+fn interrupted_truncation_and_leftover_temp_files_are_finished_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = open(tmp.path());
+        for i in 1..=500 {
+            j.append(&event(i)).unwrap();
+            if i % 25 == 0 {
+                j.commit_blocking().unwrap();
+            }
+        }
+    }
+    let dir = shard0(tmp.path());
+    let before: Vec<_> = segments(&dir)
+        .into_iter()
+        .map(|p| {
+            let b = fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    {
+        let (j, _) = open(tmp.path());
+        run(async {
+            monoio::spawn(j.flusher());
+            j.write_snapshot(400, b"s400".to_vec()).await.unwrap();
+        });
+    }
+    let after_snapshot = segments(&dir);
+    assert!(after_snapshot.len() < before.len());
+    // Put the removed segments back, as if a crash had come between the
+    // snapshot's rename and the truncation; and leave a half-written newer
+    // snapshot behind.
+    for (p, b) in &before {
+        if !p.exists() {
+            fs::write(p, b).unwrap();
+        }
+    }
+    fs::write(
+        dir.join("snapshot-00000000000000000450.snap.tmp"),
+        b"partial",
+    )
+    .unwrap();
+    let (_j, rec) = open(tmp.path());
+    assert_eq!(rec.snapshot().unwrap().seq(), 400);
+    assert_records(&rec, 401, 500);
+    assert!(!dir.join("snapshot-00000000000000000450.snap.tmp").exists());
+    assert_eq!(segments(&dir), after_snapshot);
+}
+
+#[test]
+fn missing_segment_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = open(tmp.path());
+        for i in 1..=600 {
+            j.append(&event(i)).unwrap();
+            if i % 20 == 0 {
+                j.commit_blocking().unwrap();
+            }
+        }
+    }
+    let segs = segments(&shard0(tmp.path()));
+    fs::remove_file(&segs[1]).unwrap();
+    let err = open_err(tmp.path());
+    assert!(
+        matches!(&err, Error::Corrupt { file, .. } if file == &segs[2]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn a_journal_directory_is_opened_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (j, _) = open(tmp.path());
+    let err = J::open(tmp.path(), 0, opts()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    // Another shard's journal is independent.
+    let _other = J::open(tmp.path(), 1, opts()).unwrap();
+    drop(j);
+    let _again = open(tmp.path());
+}
+
+#[test]
+fn oversized_records_are_refused_without_damaging_the_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = JournalOptions {
+        max_record_size: 64,
+        ..opts()
+    };
+    {
+        let (j, _) = J::open(tmp.path(), 0, o.clone()).unwrap();
+        j.append_encoded(b"small").unwrap();
+        let err = j.append_encoded(&[0u8; 65]).unwrap_err();
+        assert!(matches!(err, Error::RecordTooLarge { len: 65, max: 64 }));
+        assert_eq!(j.append_encoded(b"next").unwrap(), 2);
+        j.commit_blocking().unwrap();
+    }
+    let (_j, rec) = J::open(tmp.path(), 0, o).unwrap();
+    let v: Vec<_> = rec.records().map(|r| r.bytes().to_vec()).collect();
+    assert_eq!(v, vec![b"small".to_vec(), b"next".to_vec()]);
+}
