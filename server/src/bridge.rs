@@ -68,6 +68,9 @@ impl ShardInboxes {
     }
 }
 
+/// How long a shard polls for a sidecar answer before parking.
+const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// A shard's handle to the sidecar. `Send + Clone`.
 #[derive(Debug, Clone)]
 pub struct SidecarHandle {
@@ -89,6 +92,6 @@ impl SidecarHandle {
                 reply,
             })
             .ok()?;
-        rx.await.ok()
+        rayltics_shards::spin_then_await(rx, REPLY_SPIN).await.ok()
     }
 }

@@ -38,4 +38,4 @@ pub use mesh::{Mesh, MeshEndpoint, MeshOptions};
 pub use router::{MeshError, Router, Service};
 pub use runtime::{Driver, RuntimeOptions, spawn_shards};
 pub use stats::{MeshStats, ShardMeshStats};
-pub use yield_now::yield_now;
+pub use yield_now::{spin_then_await, yield_now};

@@ -52,3 +52,22 @@ impl Future for YieldNow {
         Poll::Pending
     }
 }
+
+/// Awaits `fut`, but for up to `spin` first keeps re-polling it between
+/// other tasks instead of letting the thread park: an answer from another
+/// thread that arrives within `spin` is then picked up without the 25-45 us
+/// cross-thread wake-up. Costs nothing extra on a busy shard (other tasks run
+/// in between); burns up to `spin` of CPU on an idle one.
+pub async fn spin_then_await<F: Future>(fut: F, spin: std::time::Duration) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(out) = futures::FutureExt::now_or_never(&mut fut) {
+            return out;
+        }
+        if started.elapsed() >= spin {
+            return fut.await;
+        }
+        yield_now().await;
+    }
+}
