@@ -12,10 +12,13 @@ use crate::key::ShardId;
 /// default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Driver {
-    /// epoll readiness (monoio's legacy driver). Fastest on this VM.
+    /// epoll readiness (monoio's legacy driver). The default: see ADR-0001.
     #[default]
     Epoll,
-    /// io_uring completion driver.
+    /// io_uring completion driver. Faster on keep-alive HTTP here, but monoio
+    /// 0.2 processes cross-thread wake-ups only when the thread goes idle, so
+    /// a shard that stays busy starves its mesh doorbell and sidecar replies
+    /// (ADR-0001). For measurement, not production.
     IoUring,
 }
 
