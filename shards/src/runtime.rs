@@ -96,36 +96,15 @@ where
                     tracing::warn!(shard = id, core, "could not pin shard thread");
                 }
                 let fut = async move { main(id, init).await };
+                let ready = |result: io::Result<()>| {
+                    let _ = ready_tx.send((id, result));
+                };
                 match driver {
                     Driver::Epoll => {
-                        match monoio::RuntimeBuilder::<
-                                monoio::time::TimeDriver<monoio::LegacyDriver>,
-                            >::new()
-                            .build()
-                            {
-                                Ok(mut rt) => {
-                                    let _ = ready_tx.send((id, Ok(())));
-                                    rt.block_on(fut);
-                                }
-                                Err(e) => {
-                                    let _ = ready_tx.send((id, Err(e)));
-                                }
-                            }
+                        run_on::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(fut, ready)
                     }
                     Driver::IoUring => {
-                        match monoio::RuntimeBuilder::<
-                            monoio::time::TimeDriver<monoio::IoUringDriver>,
-                        >::new()
-                        .build()
-                        {
-                            Ok(mut rt) => {
-                                let _ = ready_tx.send((id, Ok(())));
-                                rt.block_on(fut);
-                            }
-                            Err(e) => {
-                                let _ = ready_tx.send((id, Err(e)));
-                            }
-                        }
+                        run_on::<monoio::time::TimeDriver<monoio::IoUringDriver>, _>(fut, ready)
                     }
                 }
             })?;
@@ -148,4 +127,20 @@ where
         }
     }
     Ok(handles)
+}
+
+/// Builds a runtime on driver `D`, reports whether that worked, and runs
+/// `fut` to completion on it.
+fn run_on<D, F>(fut: F, ready: impl FnOnce(io::Result<()>))
+where
+    D: monoio::Buildable + monoio::Driver,
+    F: Future,
+{
+    match <D as monoio::Buildable>::build(monoio::RuntimeBuilder::<D>::new()) {
+        Ok(mut runtime) => {
+            ready(Ok(()));
+            runtime.block_on(fut);
+        }
+        Err(e) => ready(Err(e)),
+    }
 }
