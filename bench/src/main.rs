@@ -8,17 +8,23 @@
 //! - [`http1`]: request encoding and the incremental response framer.
 //! - [`stats`]: counters, HdrHistogram summaries, the per-run result.
 //! - [`report`]: JSON (schema version 1), Markdown and terminal summaries.
+//! - [`charts`]: SVG charts of the per-second timeline.
+//! - [`slo`]: the step search for the highest rate that holds a latency SLO.
 //! - [`null_server`]: a canned-answer server to measure the generator's ceiling.
+//! - [`capacity`]: cores and nodes for a traffic profile, from measured results.
 //!
 //! A run: `main` builds a [`engine::Plan`], `engine::run` starts one worker per
 //! CPU, each worker connects, warms up, then reports every second; `main`
 //! merges the seconds (live progress line) and the totals into a
 //! [`stats::RunResult`], and `report` writes them out.
 
+mod capacity;
+mod charts;
 mod engine;
 mod http1;
 mod null_server;
 mod report;
+mod slo;
 mod stats;
 
 use std::io::{IsTerminal, Write as _};
@@ -45,6 +51,9 @@ struct Cli {
 enum Command {
     /// Run a scenario against a target (and optionally alternate with a baseline).
     Run(Box<RunArgs>),
+    /// Estimate the cores and nodes a traffic profile needs, from the
+    /// throughput measured by `run` (one result.json per scenario).
+    Capacity(capacity::CapacityArgs),
     /// Serve a canned `200 ok` to every request, as cheaply as possible: a
     /// target for measuring the generator's own ceiling. Calibration only.
     NullServer {
@@ -74,6 +83,15 @@ struct RunArgs {
     /// Name of the target in the reports.
     #[arg(long, default_value = "target")]
     target_name: String,
+    /// Scenario name written in the results (default: the `--scenario`),
+    /// e.g. `browse` for a `get` of a catalogue page; `capacity` matches the
+    /// profile's scenarios against it.
+    #[arg(long)]
+    scenario_name: Option<String>,
+    /// Cores the server under test runs on (recorded for `capacity`, which
+    /// divides the measured throughput by it).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    server_cores: u32,
     /// Open loop: requests per second offered over all connections. Without
     /// it the load is a closed loop.
     #[arg(long)]
@@ -135,6 +153,25 @@ struct RunArgs {
     /// No live progress line, even on a terminal.
     #[arg(long)]
     quiet: bool,
+    /// Step search (open loop, needs `--rate` as the start): the highest rate
+    /// whose steps hold this latency objective, e.g. `p99=5ms` (metrics p50,
+    /// p90, p99, p99.9, p99.99, max). A step holds it when the percentile is
+    /// at most the limit, no request failed and 95 % of the offered requests
+    /// were answered.
+    #[arg(long, value_parser = slo::parse_slo, requires = "rate", conflicts_with = "baseline")]
+    slo: Option<slo::Slo>,
+    /// `--slo`: measured duration of each step (each also runs `--warmup`).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    step_duration: Duration,
+    /// `--slo`: rate multiplier while the objective holds.
+    #[arg(long, default_value_t = 1.5)]
+    step_factor: f64,
+    /// `--slo`: at most this many growing steps.
+    #[arg(long, default_value_t = 12)]
+    max_steps: usize,
+    /// `--slo`: bisection steps between the last good and the first bad rate.
+    #[arg(long, default_value_t = 4)]
+    search_steps: usize,
 }
 
 /// Parses `10s`, `250ms`, `1.5s`, `2m`, `100us`; a bare number is seconds.
@@ -380,8 +417,49 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let mut runs = Vec::new();
-    let comparison = match &baseline {
-        None => {
+    let mut slo_search = None;
+    let comparison = match (&baseline, args.slo.clone()) {
+        (None, Some(slo)) => {
+            if !(args.step_factor.is_finite() && args.step_factor > 1.0) {
+                bail!("--step-factor must be above 1");
+            }
+            if args.step_duration.is_zero() {
+                bail!("--step-duration must be above zero");
+            }
+            let opts = slo::Options {
+                start_rate: args.rate.unwrap_or(1.0),
+                factor: args.step_factor,
+                max_grow_steps: args.max_steps,
+                bisect_steps: args.search_steps,
+            };
+            let template = plan_for(&target);
+            let found = slo::search(&slo, opts, |n, rate| {
+                if n > 1 {
+                    std::thread::sleep(args.pause);
+                }
+                let plan = Plan {
+                    load: Load::Open {
+                        rate,
+                        arrival: args.arrival,
+                        seed: args.seed,
+                    },
+                    duration: args.step_duration,
+                    ..template.clone()
+                };
+                let name = format!("{}@{rate}rps", args.target_name);
+                let result = run_one(&plan, &format!("step {n}: {name}"), &progress, true)?;
+                runs.push(Run {
+                    name,
+                    role: "step",
+                    pair: None,
+                    result: result.clone(),
+                });
+                Ok(result)
+            })?;
+            slo_search = Some(found);
+            None
+        }
+        (None, None) => {
             let result = run_one(&plan_for(&target), &args.target_name, &progress, false)?;
             runs.push(Run {
                 name: args.target_name.clone(),
@@ -391,7 +469,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             });
             None
         }
-        Some(b) => {
+        (Some(b), _) => {
             let (pa, pb) = (plan_for(&target), plan_for(b));
             for pair in 1..=args.pairs {
                 for (plan, name, role) in [
@@ -430,7 +508,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         started_at,
         host: Host::probe(),
         config: ConfigOut {
-            scenario: format!("{:?}", args.scenario).to_lowercase(),
+            scenario: args
+                .scenario_name
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", args.scenario).to_lowercase()),
+            server_cores: args.server_cores,
             mode: if args.rate.is_some() {
                 "open"
             } else {
@@ -442,7 +524,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             seed: args.rate.map(|_| args.seed),
             pipeline: args.pipeline,
             warmup_s: args.warmup.as_secs_f64(),
-            duration_s: args.duration.as_secs_f64(),
+            duration_s: if args.slo.is_some() {
+                args.step_duration.as_secs_f64()
+            } else {
+                args.duration.as_secs_f64()
+            },
             timeout_s: args.timeout.as_secs_f64(),
             threads,
             cpus,
@@ -454,6 +540,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         runs,
         comparison,
+        slo_search,
     };
     report::write(&out_dir, &doc)?;
     print!("{}", report::stdout_summary(&doc, &out_dir));
@@ -464,6 +551,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(*args),
+        Command::Capacity(args) => capacity::run(&args).map(|s| print!("{s}")),
         Command::NullServer { addr } => null_server::serve(addr),
     };
     if let Err(e) = result {
@@ -496,6 +584,98 @@ mod tests {
         };
         assert_eq!(args.cpus, Some(CpuList(vec![1, 3])));
         assert_eq!(args.rate, Some(1000.0));
+    }
+
+    /// A server answering each connection's requests one at a time, each
+    /// after `service`: about 1 / service req/s per connection.
+    fn slow_server(service: Duration) -> SocketAddr {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                std::thread::spawn(move || {
+                    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                    loop {
+                        let n = match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..p + 4);
+                            std::thread::sleep(service);
+                            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                            if s.write_all(ok).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn slo_step_search_end_to_end() {
+        // One connection to a 2 ms server: at most 500 req/s. Steps 120, 180,
+        // 270, 405 hold a 50 ms p99; 608 cannot (the queue grows by 100+ req/s).
+        let addr = slow_server(Duration::from_millis(2));
+        let dir = tempfile::tempdir().unwrap();
+        let target = format!("http://{addr}");
+        let out = dir.path().to_str().unwrap();
+        let cli = Cli::try_parse_from([
+            "rayltics-bench",
+            "run",
+            "--target",
+            &target,
+            "--scenario-name",
+            "slow",
+            "--connections",
+            "1",
+            "--spin",
+            "0s",
+            "--warmup",
+            "100ms",
+            "--pause",
+            "0s",
+            "--rate",
+            "120",
+            "--slo",
+            "p99=50ms",
+            "--step-duration",
+            "1s",
+            "--search-steps",
+            "2",
+            "--quiet",
+            "--out",
+            out,
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not a run")
+        };
+        run(*args).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("result.json")).unwrap())
+                .unwrap();
+        let search = &doc["slo_search"];
+        let steps = search["steps"].as_array().unwrap();
+        let rates: Vec<f64> = steps.iter().map(|s| s["rate"].as_f64().unwrap()).collect();
+        assert_eq!(&rates[..3], &[120.0, 180.0, 270.0], "{search}");
+        assert!(steps[..3].iter().all(|s| s["held"] == true), "{search}");
+        assert!(steps.iter().any(|s| s["held"] == false), "{search}");
+        assert!(steps.iter().any(|s| s["phase"] == "bisect"), "{search}");
+        let best = search["best_rate"].as_f64().unwrap();
+        assert!((270.0..608.0).contains(&best), "{search}");
+        assert!(search["first_bad_rate"].as_f64().unwrap() > best);
+        assert_eq!(doc["runs"].as_array().unwrap().len(), steps.len());
+        assert_eq!(doc["runs"][0]["role"], "step");
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(md.contains("## SLO search"), "{md}");
+        assert!(dir.path().join("latency.svg").exists());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::engine::Arrival;
+use crate::slo::SearchResult;
 use crate::stats::RunResult;
 
 /// Bumped whenever a field changes meaning or disappears.
@@ -26,6 +27,9 @@ pub(crate) struct Document {
     pub(crate) runs: Vec<Run>,
     /// Present when a baseline was given.
     pub(crate) comparison: Option<Comparison>,
+    /// Present with `--slo`: every step and the highest rate that held (the
+    /// steps' runs have the role `step`).
+    pub(crate) slo_search: Option<SearchResult>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +58,8 @@ impl Host {
 #[derive(Debug, Serialize)]
 pub(crate) struct ConfigOut {
     pub(crate) scenario: String,
+    /// Cores the server under test ran on (`--server-cores`, default 1).
+    pub(crate) server_cores: u32,
     /// `closed` or `open`.
     pub(crate) mode: &'static str,
     pub(crate) connections: usize,
@@ -269,8 +275,29 @@ pub(crate) fn stdout_summary(doc: &Document, out_dir: &Path) -> String {
             b = c.b,
         );
     }
+    if let Some(search) = &doc.slo_search {
+        let _ = writeln!(s, "{}", slo_line(search));
+    }
     let _ = writeln!(s, "results: {}", out_dir.display());
     s
+}
+
+/// The outcome of an SLO search in one line.
+pub(crate) fn slo_line(r: &SearchResult) -> String {
+    let best = r
+        .best_rate
+        .map_or("none (the first steps broke it)".to_string(), |b| {
+            format!("{} req/s", fmt_rate(b))
+        });
+    let bad = r.first_bad_rate.map_or(
+        "none within the steps: the ceiling is higher".to_string(),
+        |b| format!("{} req/s", fmt_rate(b)),
+    );
+    format!(
+        "SLO {} <= {}: highest rate that held {best}; lowest that broke it {bad}",
+        r.slo.metric,
+        fmt_us(r.slo.threshold_us)
+    )
 }
 
 /// The Markdown summary written next to the JSON.
@@ -304,7 +331,11 @@ pub(crate) fn markdown(doc: &Document) -> String {
         format!("CPUs {:?}", c.cpus)
     };
     let _ = writeln!(s, "- Generator: {} thread(s), {cpus}", c.threads);
-    let _ = writeln!(s, "- Target `{}`: {}", c.target_name, c.target);
+    let _ = writeln!(
+        s,
+        "- Target `{}`: {} ({} server core(s))",
+        c.target_name, c.target, c.server_cores
+    );
     if let (Some(b), Some(n)) = (&c.baseline, &c.baseline_name) {
         let _ = writeln!(
             s,
@@ -361,6 +392,28 @@ pub(crate) fn markdown(doc: &Document) -> String {
             cmp.median.throughput_ratio, cmp.median.p50_ratio, cmp.median.p99_ratio
         );
     }
+    if let Some(search) = &doc.slo_search {
+        let _ = writeln!(s, "\n## SLO search\n\n{}.\n", slo_line(search));
+        let _ = writeln!(
+            s,
+            "| step | phase | offered req/s | {} | req/s | errors | held |",
+            search.slo.metric
+        );
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---|");
+        for st in &search.steps {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                st.step,
+                st.phase,
+                fmt_rate(st.rate),
+                fmt_us(st.value_us),
+                fmt_rate(st.throughput_rps),
+                st.errors,
+                if st.held { "yes" } else { "no" }
+            );
+        }
+    }
     let _ = writeln!(s, "\n## Errors\n");
     let _ = writeln!(
         s,
@@ -412,13 +465,35 @@ pub(crate) fn markdown(doc: &Document) -> String {
     s
 }
 
-/// Writes `result.json` and `summary.md` into `dir` (created if needed).
+/// Writes `result.json`, `summary.md` and the charts (`latency.svg`,
+/// `throughput.svg`) into `dir` (created if needed).
 pub(crate) fn write(dir: &Path, doc: &Document) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = serde_json::to_string_pretty(doc).context("encoding the JSON result")?;
     std::fs::write(dir.join("result.json"), json + "\n")
         .with_context(|| format!("writing {}", dir.join("result.json").display()))?;
-    std::fs::write(dir.join("summary.md"), markdown(doc))
+    let series: Vec<crate::charts::Series<'_>> = doc
+        .runs
+        .iter()
+        .map(|r| crate::charts::Series {
+            label: match r.pair {
+                Some(p) => format!("{}#{p}", r.name),
+                None => r.name.clone(),
+            },
+            timeline: &r.result.timeline,
+        })
+        .collect();
+    let charts = crate::charts::write(dir, &doc.config.scenario, &series)?;
+    let mut md = markdown(doc);
+    if !charts.is_empty() {
+        md.push_str("## Charts\n\n");
+        for c in &charts {
+            if let Some(name) = c.file_name().and_then(|n| n.to_str()) {
+                let _ = writeln!(md, "![{name}]({name})\n");
+            }
+        }
+    }
+    std::fs::write(dir.join("summary.md"), md)
         .with_context(|| format!("writing {}", dir.join("summary.md").display()))?;
     Ok(())
 }
