@@ -43,7 +43,7 @@ pub struct ShardContext {
     pub metrics: Arc<Metrics>,
     /// Node-wide flags.
     pub node: Arc<NodeShared>,
-    /// The sidecar.
+    /// The sidecar, for handlers that need a tokio-reactor client.
     pub sidecar: SidecarHandle,
 }
 
@@ -69,7 +69,6 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
         router.clone(),
         ctx.metrics.for_shard(id),
         ctx.node.clone(),
-        ctx.sidecar.clone(),
     ));
     let shutdown = Shutdown::new();
     monoio::spawn(watch_stop(init.stop, shutdown.clone()));

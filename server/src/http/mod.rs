@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use rayltics_net::{Handler, Match, Method, Problem, Request, Response, Router};
 
-use crate::bridge::SidecarHandle;
 use crate::metrics::ShardMetrics;
 use crate::service::ShardRouter;
 
@@ -39,18 +38,11 @@ pub struct App {
     shard: ShardRouter,
     metrics: ShardMetrics,
     node: Arc<NodeShared>,
-    #[allow(dead_code)]
-    sidecar: SidecarHandle,
 }
 
 impl App {
     /// Builds the app of one shard.
-    pub fn new(
-        shard: ShardRouter,
-        metrics: ShardMetrics,
-        node: Arc<NodeShared>,
-        sidecar: SidecarHandle,
-    ) -> Self {
+    pub fn new(shard: ShardRouter, metrics: ShardMetrics, node: Arc<NodeShared>) -> Self {
         let routes = Router::new()
             .route(Method::Get, "/healthz", Endpoint::Healthz)
             .route(Method::Get, "/readyz", Endpoint::Readyz)
@@ -61,7 +53,6 @@ impl App {
             shard,
             metrics,
             node,
-            sidecar,
         }
     }
 
