@@ -5,9 +5,9 @@ pub type ShardId = usize;
 
 /// The shard that owns `key` on a node with `shard_count` shards.
 ///
-/// Stable across processes, builds and platforms (FNV-1a 64 followed by the
-/// murmur3 finaliser for well-mixed low bits), so two nodes and a restarted
-/// node agree on ownership. Changing it is a data migration.
+/// Stable across processes, builds and platforms (XXH3-64 with seed 0, a
+/// published, versioned algorithm), so two nodes and a restarted node agree
+/// on ownership. Changing it is a data migration.
 ///
 /// # Panics
 /// Never for `shard_count >= 1`; a count of 0 is a configuration error caught
@@ -19,28 +19,18 @@ pub fn shard_for(key: &[u8], shard_count: usize) -> ShardId {
     (stable_hash(key) % shard_count as u64) as ShardId
 }
 
-/// The stable 64-bit hash behind [`shard_for`].
+/// The stable 64-bit hash behind [`shard_for`]: XXH3-64, seed 0.
 pub fn stable_hash(key: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(PRIME);
-    }
-    // murmur3 fmix64
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    xxhash_rust::xxh3::xxh3_64(key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PINNED_SKU_1: u64 = 12_925_573_406_494_748_265;
+    // XXH3-64("sku-1"), cross-checked with the reference implementation
+    // (Python `xxhash.xxh3_64_intdigest`).
+    const PINNED_SKU_1: u64 = 16_031_833_883_593_195_447;
 
     #[test]
     fn stable_values_do_not_change() {
