@@ -13,31 +13,8 @@ use std::time::{Duration, Instant};
 
 use rayltics_journal::{Journal, JournalOptions};
 
-/// An order event as the commerce features will journal it.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
-struct OrderEvent {
-    order_id: u64,
-    user_id: u64,
-    sku: String,
-    qty: u32,
-    unit_price_cents: u64,
-    at_ms: u64,
-    status: u8,
-    note: String,
-}
-
-fn event(i: u64) -> OrderEvent {
-    OrderEvent {
-        order_id: i,
-        user_id: i.wrapping_mul(2_654_435_761) % 1_000_000,
-        sku: format!("SKU-{:08}", i % 50_000),
-        qty: (i % 5) as u32 + 1,
-        unit_price_cents: 999 + i % 10_000,
-        at_ms: 1_760_000_000_000 + i,
-        status: (i % 4) as u8,
-        note: format!("flash-sale order #{i:010}"),
-    }
-}
+mod common;
+use common::{ArchivedOrderEvent, OrderEvent, event};
 
 fn rate(n: u64, d: Duration) -> String {
     format!("{:.2} M records/s", n as f64 / d.as_secs_f64() / 1e6)
