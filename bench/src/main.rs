@@ -26,6 +26,8 @@ mod null_server;
 mod report;
 mod slo;
 mod stats;
+#[cfg(test)]
+mod test_server;
 
 use std::io::{IsTerminal, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -589,33 +591,11 @@ mod tests {
     /// A server answering each connection's requests one at a time, each
     /// after `service`: about 1 / service req/s per connection.
     fn slow_server(service: Duration) -> SocketAddr {
-        use std::io::Read;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { return };
-                std::thread::spawn(move || {
-                    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
-                    loop {
-                        let n = match s.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        buf.extend_from_slice(&chunk[..n]);
-                        while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            buf.drain(..p + 4);
-                            std::thread::sleep(service);
-                            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                            if s.write_all(ok).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        addr
+        crate::test_server::server(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            None,
+            service,
+        )
     }
 
     #[test]

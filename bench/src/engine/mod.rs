@@ -262,46 +262,12 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-
     use super::*;
 
-    /// A blocking test server: every request head gets `response`; with
-    /// `close_after`, the connection is closed after that many answers.
+    /// Every request head gets `response`; with `close_after`, the
+    /// connection is closed after that many answers.
     fn server(response: &'static [u8], close_after: Option<usize>) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                std::thread::spawn(move || answer(stream, response, close_after));
-            }
-        });
-        addr
-    }
-
-    fn answer(mut s: TcpStream, response: &[u8], close_after: Option<usize>) {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let mut answered = 0;
-        loop {
-            let n = match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                buf.drain(..p + 4);
-                if s.write_all(response).is_err() {
-                    return;
-                }
-                answered += 1;
-                if close_after.is_some_and(|c| answered >= c) {
-                    return;
-                }
-            }
-        }
+        crate::test_server::server(response, close_after, std::time::Duration::ZERO)
     }
 
     fn plan(addr: SocketAddr, load: Load, pipeline: usize) -> Plan {
@@ -378,7 +344,7 @@ mod tests {
     #[test]
     fn refused_connections_are_connect_errors() {
         let addr = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
         let r = run(&plan(addr, Load::Closed, 1), |_| {}).unwrap();
