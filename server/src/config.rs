@@ -25,9 +25,9 @@ pub const ROLES: &[&str] = &[
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// HTTP listen address (REST, GraphQL and WebSocket share it).
-    pub http_addr: String,
+    pub http_addr: SocketAddr,
     /// gRPC listen address (served by the tokio sidecar).
-    pub grpc_addr: String,
+    pub grpc_addr: SocketAddr,
     /// Directory for journals, snapshots and generated keys.
     pub data_dir: PathBuf,
     /// Shard threads; 0 = one per available core.
@@ -107,8 +107,8 @@ pub struct ShutdownConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            http_addr: "127.0.0.1:8080".into(),
-            grpc_addr: "127.0.0.1:50051".into(),
+            http_addr: ([127, 0, 0, 1], 8080).into(),
+            grpc_addr: ([127, 0, 0, 1], 50051).into(),
             data_dir: PathBuf::from("rayltics-data"),
             shards: 0,
             roles: vec!["all".into()],
@@ -177,10 +177,10 @@ const ENV_KEYS: &[&str] = &[
 pub struct FlagOverrides {
     /// `--http-addr`
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_addr: Option<String>,
+    pub http_addr: Option<SocketAddr>,
     /// `--grpc-addr`
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub grpc_addr: Option<String>,
+    pub grpc_addr: Option<SocketAddr>,
     /// `--data-dir`
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
@@ -224,8 +224,6 @@ impl Config {
 
     /// Checks every field; the message names the field and the rule.
     pub fn validate(&self) -> Result<(), String> {
-        parse_addr("http_addr", &self.http_addr)?;
-        parse_addr("grpc_addr", &self.grpc_addr)?;
         if self.shards > 1024 {
             return Err(format!(
                 "config: shards = {} is above the maximum of 1024",
@@ -297,16 +295,6 @@ impl Config {
         }
     }
 
-    /// The HTTP listen address (validated).
-    pub fn http_socket_addr(&self) -> SocketAddr {
-        parse_addr("http_addr", &self.http_addr).unwrap_or_else(|_| ([127, 0, 0, 1], 8080).into())
-    }
-
-    /// The gRPC listen address (validated).
-    pub fn grpc_socket_addr(&self) -> SocketAddr {
-        parse_addr("grpc_addr", &self.grpc_addr).unwrap_or_else(|_| ([127, 0, 0, 1], 50051).into())
-    }
-
     /// The edge limits.
     pub fn http_limits(&self) -> rayltics_net::HttpLimits {
         use std::time::Duration;
@@ -339,12 +327,6 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
             .filter(|r| !r.is_empty())
             .collect(),
     })
-}
-
-fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, String> {
-    value
-        .parse()
-        .map_err(|_| format!("config: {field} = {value:?} is not a HOST:PORT socket address"))
 }
 
 fn positive(field: &str, value: u64) -> Result<(), String> {
@@ -385,12 +367,12 @@ mod tests {
             jail.set_env("RAYLTICS_HTTP__MAX_HEADERS", "9");
             jail.set_env("RAYLTICS_ADMIN_EMAIL", "not-a-config-field@example.com");
             let flags = FlagOverrides {
-                http_addr: Some("127.0.0.1:2000".into()),
+                http_addr: Some("127.0.0.1:2000".parse().unwrap()),
                 ..Default::default()
             };
             let c =
                 Config::load(Some("node.toml".as_ref()), &flags).map_err(figment::Error::from)?;
-            assert_eq!(c.http_addr, "127.0.0.1:2000");
+            assert_eq!(c.http_addr.to_string(), "127.0.0.1:2000");
             assert_eq!(c.shards, 4);
             assert_eq!(c.http.max_body_bytes, 5);
             assert_eq!(c.http.max_headers, 9);
@@ -409,6 +391,10 @@ mod tests {
             let err =
                 Config::load(Some("typo.toml".as_ref()), &FlagOverrides::default()).unwrap_err();
             assert!(err.contains("htp_addr"), "{err}");
+            jail.create_file("addr.toml", "http_addr = \"localhost\"\n")?;
+            let err =
+                Config::load(Some("addr.toml".as_ref()), &FlagOverrides::default()).unwrap_err();
+            assert!(err.contains("http_addr"), "{err}");
             jail.set_env("RAYLTICS_SHARDS", "many");
             let err = Config::load(None, &FlagOverrides::default()).unwrap_err();
             assert!(err.to_lowercase().contains("shards"), "{err}");

@@ -30,10 +30,10 @@ struct ServeArgs {
     config: Option<PathBuf>,
     /// HTTP listen address, HOST:PORT (port 0 = any free port).
     #[arg(long)]
-    http_addr: Option<String>,
+    http_addr: Option<std::net::SocketAddr>,
     /// gRPC listen address, HOST:PORT.
     #[arg(long)]
-    grpc_addr: Option<String>,
+    grpc_addr: Option<std::net::SocketAddr>,
     /// Data directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,

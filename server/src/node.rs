@@ -46,7 +46,7 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let shards = config.shard_count();
 
-    let listeners = bind_reuseport(config.http_socket_addr(), shards)
+    let listeners = bind_reuseport(config.http_addr, shards)
         .with_context(|| format!("cannot bind http_addr {}", config.http_addr))?;
     let http_addr = listeners[0].local_addr()?;
 
@@ -59,7 +59,7 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
     metrics.attach_mesh(endpoints[0].stats().clone());
 
     let (inboxes, inbox_rxs) = ShardInboxes::new(shards);
-    let sidecar = Sidecar::start(config.grpc_socket_addr(), inboxes)?;
+    let sidecar = Sidecar::start(config.grpc_addr, inboxes)?;
     let grpc_addr = sidecar.grpc_addr;
 
     let shared = Arc::new(NodeShared {
