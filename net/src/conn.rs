@@ -132,6 +132,16 @@ enum Read {
     Shutdown,
 }
 
+impl From<std::io::Result<usize>> for Read {
+    fn from(result: std::io::Result<usize>) -> Self {
+        match result {
+            Ok(0) => Read::Eof,
+            Ok(_) => Read::Data,
+            Err(_) => Read::Failed,
+        }
+    }
+}
+
 struct Head {
     len: usize,
     framing: Framing,
@@ -330,11 +340,7 @@ impl<T: Transport> Conn<'_, T> {
         match timeout(left, self.io.read(buf)).await {
             Ok((result, buf)) => {
                 self.rbuf = buf;
-                match result {
-                    Ok(0) => Read::Eof,
-                    Ok(_) => Read::Data,
-                    Err(_) => Read::Failed,
-                }
+                Read::from(result)
             }
             Err(_) => Read::TimedOut,
         }
@@ -350,37 +356,36 @@ impl<T: Transport> Conn<'_, T> {
     async fn read_idle(&mut self) -> Read {
         self.make_room(INITIAL_BUFFER_BYTES);
         let buf = std::mem::take(&mut self.rbuf);
-        let idle_timeout = self.limits.idle_timeout;
-        let started = Instant::now();
-        let shutdown = self.shutdown;
-        let timer = self
-            .idle_timer
-            .get_or_insert_with(|| Box::pin(monoio::time::sleep(idle_timeout)));
-        let stop = self.drain.get_or_insert_with(|| Box::pin(shutdown.wait()));
         let mut read = std::pin::pin!(self.io.read(buf));
         let outcome = match (&mut read).now_or_never() {
             Some(outcome) => outcome,
-            None => loop {
-                match select(&mut read, select(timer.as_mut(), stop.as_mut())).await {
-                    Either::Left((outcome, _)) => break outcome,
-                    Either::Right((Either::Left(_), _)) => {
-                        let deadline = started + idle_timeout;
-                        if Instant::now() >= deadline {
-                            return Read::TimedOut;
+            None => {
+                let idle_timeout = self.limits.idle_timeout;
+                let deadline = Instant::now() + idle_timeout;
+                let shutdown = self.shutdown;
+                let timer = self
+                    .idle_timer
+                    .get_or_insert_with(|| Box::pin(monoio::time::sleep(idle_timeout)));
+                let stop = self.drain.get_or_insert_with(|| Box::pin(shutdown.wait()));
+                loop {
+                    match select(&mut read, select(timer.as_mut(), stop.as_mut())).await {
+                        Either::Left((outcome, _)) => break outcome,
+                        // The timer was armed for an earlier wait: re-arm it
+                        // for this one unless this one is over too.
+                        Either::Right((Either::Left(_), _)) => {
+                            if Instant::now() >= deadline {
+                                return Read::TimedOut;
+                            }
+                            timer.as_mut().reset(deadline.into());
                         }
-                        timer.as_mut().reset(deadline.into());
+                        Either::Right((Either::Right(_), _)) => return Read::Shutdown,
                     }
-                    Either::Right((Either::Right(_), _)) => return Read::Shutdown,
                 }
-            },
+            }
         };
         let (result, buf) = outcome;
         self.rbuf = buf;
-        match result {
-            Ok(0) => Read::Eof,
-            Ok(_) => Read::Data,
-            Err(_) => Read::Failed,
-        }
+        Read::from(result)
     }
 
     fn make_room(&mut self, want: usize) {
