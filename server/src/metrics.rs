@@ -162,6 +162,16 @@ pub struct ShardMetrics {
 impl ShardMetrics {
     /// Records one answered request.
     pub fn observe(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.record(route, status, Some(elapsed));
+    }
+
+    /// Counts a request the edge answered itself (no handler ran, so there
+    /// is no latency to record).
+    pub fn count_edge(&self, status: u16) {
+        self.record("edge", status, None);
+    }
+
+    fn record(&self, route: &'static str, status: u16, elapsed: Option<Duration>) {
         let mut routes = self.routes.borrow_mut();
         let (count, hist) = routes.entry((route, status)).or_insert_with(|| {
             let status = status.to_string();
@@ -172,7 +182,9 @@ impl ShardMetrics {
             )
         });
         count.inc();
-        hist.observe(elapsed.as_secs_f64());
+        if let Some(elapsed) = elapsed {
+            hist.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// The node-wide registry (for `/metrics`).

@@ -8,7 +8,7 @@ mod ops;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rayltics_net::{Handler, Match, Method, Problem, Request, Response, Router};
 
@@ -106,6 +106,6 @@ impl Handler for App {
     }
 
     fn edge_error(&self, status: u16) {
-        self.metrics.observe("edge", status, Duration::ZERO);
+        self.metrics.count_edge(status);
     }
 }
