@@ -324,18 +324,21 @@ fn corrupt_middle_record_stops_startup_naming_file_and_offset() {
     );
 }
 
+/// Appends records 1..=n (small segments: several files), committing every 20.
+fn write_in_batches_of_20(root: &Path, n: u64) {
+    let (j, _) = open(root);
+    for i in 1..=n {
+        j.append(&event(i)).unwrap();
+        if i % 20 == 0 {
+            j.commit_blocking().unwrap();
+        }
+    }
+}
+
 #[test]
 fn damage_in_a_closed_segment_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
-    {
-        let (j, _) = open(tmp.path());
-        for i in 1..=600 {
-            j.append(&event(i)).unwrap();
-            if i % 20 == 0 {
-                j.commit_blocking().unwrap();
-            }
-        }
-    }
+    write_in_batches_of_20(tmp.path(), 600);
     let segs = segments(&shard0(tmp.path()));
     assert!(segs.len() >= 3);
     // The last record of the first segment: not a tail, its segment is closed.
@@ -527,15 +530,7 @@ fn interrupted_truncation_and_leftover_temp_files_are_finished_at_open() {
 #[test]
 fn missing_segment_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
-    {
-        let (j, _) = open(tmp.path());
-        for i in 1..=600 {
-            j.append(&event(i)).unwrap();
-            if i % 20 == 0 {
-                j.commit_blocking().unwrap();
-            }
-        }
-    }
+    write_in_batches_of_20(tmp.path(), 600);
     let segs = segments(&shard0(tmp.path()));
     fs::remove_file(&segs[1]).unwrap();
     let err = open_err(tmp.path());
