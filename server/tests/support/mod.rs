@@ -40,7 +40,8 @@ pub fn unique_temp_path(what: &str) -> PathBuf {
 }
 
 /// A `rayltics` command with a clean `RAYLTICS_*` environment (the caller's
-/// own settings must not leak into a test).
+/// own settings must not leak into a test), piped output, and a kill when the
+/// test process dies.
 pub fn command() -> Command {
     let mut cmd = Command::new(binary());
     for (key, _) in std::env::vars_os() {
@@ -48,6 +49,11 @@ pub fn command() -> Command {
             cmd.env_remove(key);
         }
     }
+    cmd.env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    kill_with_parent(&mut cmd);
     cmd
 }
 
@@ -88,12 +94,7 @@ impl NodeBuilder {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        kill_with_parent(&mut cmd);
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("spawn the rayltics binary");
 
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -310,13 +311,7 @@ impl Drop for Node {
 /// must exit, like a rejected configuration); kills it after `timeout`.
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> RunOutput {
     let mut cmd = command();
-    cmd.args(args)
-        .envs(env.iter().copied())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    kill_with_parent(&mut cmd);
+    cmd.args(args).envs(env.iter().copied());
     let mut child = cmd.spawn().expect("spawn the rayltics binary");
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
