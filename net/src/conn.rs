@@ -64,7 +64,10 @@ pub async fn serve<T: Transport, H: Handler>(
         pos: 0,
         wbuf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
     };
-    let mut req = Request::default();
+    let mut req = Request {
+        peer: conn.io.peer_ip(),
+        ..Request::default()
+    };
     loop {
         match conn.next_request(&mut req, shutdown).await {
             Next::Request { keep_alive } => {

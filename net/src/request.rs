@@ -64,6 +64,7 @@ pub struct Request {
     pub(crate) headers: Vec<(Range<usize>, Range<usize>)>,
     pub(crate) http10: bool,
     pub(crate) body: Vec<u8>,
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 impl Request {
@@ -89,6 +90,17 @@ impl Request {
         }
         req.body.extend_from_slice(body);
         req
+    }
+
+    /// Sets the client address (tests, internal calls).
+    pub fn with_peer(mut self, ip: std::net::IpAddr) -> Self {
+        self.peer = Some(ip);
+        self
+    }
+
+    /// The client's IP address, when known.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.peer
     }
 
     /// The method.

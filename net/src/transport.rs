@@ -18,6 +18,11 @@ pub trait Transport {
 
     /// Half-closes the write side (the peer reads end of stream).
     fn shutdown_write(&mut self) -> impl Future<Output = ()>;
+
+    /// The client's IP address, when the transport has one.
+    fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        None
+    }
 }
 
 impl Transport for monoio::net::TcpStream {
@@ -34,6 +39,10 @@ impl Transport for monoio::net::TcpStream {
 
     async fn shutdown_write(&mut self) {
         let _ = monoio::io::AsyncWriteRent::shutdown(self).await;
+    }
+
+    fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.peer_addr().ok().map(|a| a.ip())
     }
 }
 

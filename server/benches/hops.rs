@@ -12,12 +12,13 @@
 //! Results go to stdout (Markdown) and `target/bench-results/hops.json`.
 
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rayltics::bridge::{ShardInboxes, SidecarHandle};
-use rayltics::service::{ShardEnvelope, ShardRequest, ShardRouter, ShardState};
+use rayltics::commerce::CommerceShared;
+use rayltics::service::{ShardEnvelope, ShardRequest, ShardRouter};
 use rayltics::sidecar::Sidecar;
 use rayltics_shards::{Mesh, MeshOptions, RuntimeOptions, spawn_shards, yield_now};
 
@@ -100,17 +101,27 @@ fn run(
         .map(|e| (e, tx.clone(), sidecar.clone()))
         .collect();
     drop(tx);
+    let config = rayltics::config::Config {
+        data_dir: std::env::temp_dir().join(format!("rayltics-hops-{}", std::process::id())),
+        journal: rayltics::config::JournalConfig {
+            fsync: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let commerce = Arc::new(CommerceShared::new(&config).expect("commerce context"));
+    let data_dir = config.data_dir.clone();
     let options = RuntimeOptions {
         cores: cores.to_vec(),
         ..RuntimeOptions::default()
     };
     let duration = Duration::from_secs_f64(secs);
-    let threads = spawn_shards(
-        &options,
-        per_shard,
-        move |id, (endpoint, tx, sidecar)| async move {
-            let router = ShardRouter::start(endpoint, Rc::new(ShardState { id, shard_count: 2 }))
-                .expect("router");
+    let threads = spawn_shards(&options, per_shard, move |id, (endpoint, tx, sidecar)| {
+        let state = commerce.open_shard(id, 2).expect("shard state");
+        async move {
+            let state = Rc::new(state);
+            let router = ShardRouter::start(endpoint, state.clone()).expect("router");
+            *state.router.borrow_mut() = Some(router.clone());
             if id == 1 {
                 if case == "target busy" {
                     // Simulated request work: ~2 us of CPU between yields.
@@ -130,13 +141,14 @@ fn run(
             monoio::time::sleep(Duration::from_millis(100)).await;
             let result = drive(&router, &sidecar, target, case, duration).await;
             let _ = tx.send(result);
-        },
-    )
+        }
+    })
     .expect("shards");
     let (hist, calls, elapsed) = rx.recv().expect("driver result");
     for t in threads {
         let _ = t.join();
     }
+    let _ = std::fs::remove_dir_all(data_dir);
     Row {
         path: if target == Target::Mesh {
             "mesh shard0->shard1"

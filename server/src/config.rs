@@ -46,6 +46,12 @@ pub struct Config {
     pub http: HttpConfig,
     /// Graceful stop.
     pub shutdown: ShutdownConfig,
+    /// The embedded store (per-shard journals).
+    pub journal: JournalConfig,
+    /// Auth, orders and flash sales.
+    pub commerce: CommerceConfig,
+    /// Switches for tests; all off in production.
+    pub debug: DebugConfig,
 }
 
 /// Log output format.
@@ -104,6 +110,84 @@ pub struct ShutdownConfig {
     pub drain_timeout_ms: u64,
 }
 
+/// The embedded store: one journal per shard under `data_dir`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// fdatasync every commit batch. Turning it off loses acknowledged writes
+    /// on power loss; for throwaway benchmarks only.
+    pub fsync: bool,
+    /// Write a snapshot once this many records follow the last one.
+    pub snapshot_every_records: u64,
+    /// Start a new segment file after this many bytes.
+    pub segment_bytes: u64,
+}
+
+/// Auth, orders and flash sales.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommerceConfig {
+    /// HS256 secret for access tokens (at least 32 bytes). Empty: generated
+    /// once and kept in `data_dir/jwt-hs256.key`.
+    pub jwt_secret: String,
+    /// Access token lifetime, seconds.
+    pub access_token_ttl_secs: u64,
+    /// Refresh token lifetime, seconds (each rotation starts it again).
+    pub refresh_token_ttl_secs: u64,
+    /// How long a pending order holds its stock before it expires, seconds.
+    pub reservation_ttl_secs: u64,
+    /// argon2id memory per hash, KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id passes.
+    pub argon2_iterations: u32,
+    /// Threads that hash passwords (off the shards' event loops).
+    pub hasher_threads: usize,
+    /// Hash requests that may wait for a hasher thread (503 beyond).
+    pub hasher_queue: usize,
+    /// Login attempts allowed at once per email and per client IP.
+    pub login_burst: u32,
+    /// Login attempts regained per minute, per email and per client IP.
+    pub login_per_minute: u32,
+    /// Verified access tokens cached per shard.
+    pub token_cache_entries: usize,
+}
+
+/// Switches for tests; all off in production.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Run on a manual clock moved by `POST /debug/clock` (expiry tests).
+    pub manual_clock: bool,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            fsync: true,
+            snapshot_every_records: 200_000,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for CommerceConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            reservation_ttl_secs: 900,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            hasher_threads: 1,
+            hasher_queue: 256,
+            login_burst: 10,
+            login_per_minute: 10,
+            token_cache_entries: 65_536,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -117,6 +201,9 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             http: HttpConfig::default(),
             shutdown: ShutdownConfig::default(),
+            journal: JournalConfig::default(),
+            commerce: CommerceConfig::default(),
+            debug: DebugConfig::default(),
         }
     }
 }
@@ -170,6 +257,9 @@ const ENV_KEYS: &[&str] = &[
     "runtime",
     "http",
     "shutdown",
+    "journal",
+    "commerce",
+    "debug",
 ];
 
 /// Overrides given as command-line flags (highest precedence).
@@ -281,6 +371,27 @@ impl Config {
                 h.max_body_bytes
             ));
         }
+        let c = &self.commerce;
+        if !c.jwt_secret.is_empty() && c.jwt_secret.len() < 32 {
+            return Err("config: commerce.jwt_secret must be at least 32 bytes".into());
+        }
+        positive("commerce.access_token_ttl_secs", c.access_token_ttl_secs)?;
+        positive("commerce.refresh_token_ttl_secs", c.refresh_token_ttl_secs)?;
+        positive("commerce.reservation_ttl_secs", c.reservation_ttl_secs)?;
+        positive("commerce.argon2_iterations", u64::from(c.argon2_iterations))?;
+        if c.argon2_memory_kib < 8 {
+            return Err("config: commerce.argon2_memory_kib must be at least 8".into());
+        }
+        positive("commerce.hasher_threads", c.hasher_threads as u64)?;
+        positive("commerce.hasher_queue", c.hasher_queue as u64)?;
+        positive("commerce.login_burst", u64::from(c.login_burst))?;
+        positive("commerce.login_per_minute", u64::from(c.login_per_minute))?;
+        positive("commerce.token_cache_entries", c.token_cache_entries as u64)?;
+        positive(
+            "journal.snapshot_every_records",
+            self.journal.snapshot_every_records,
+        )?;
+        positive("journal.segment_bytes", self.journal.segment_bytes)?;
         Ok(())
     }
 

@@ -8,7 +8,13 @@
 //!   SO_REUSEPORT port, serve connections, take sidecar calls, drain.
 //! - [`service`]: the typed requests shards send each other over the mesh,
 //!   and the shard state that answers them.
-//! - [`http`]: the application behind the HTTP edge (routes, handlers).
+//! - [`http`]: the application behind the HTTP edge (routing, operations
+//!   endpoints, metrics per route).
+//! - [`api`]: the REST API (validation, auth, problem+json, JSON views).
+//! - [`ops`]: commerce operations, run on the shard that owns their key;
+//!   the order and flash-sale sagas.
+//! - [`commerce`]: node-wide commerce context (clock, token keys, hasher),
+//!   each shard's store start-up, admin bootstrap, expiry sweeps.
 //! - [`bridge`] / [`sidecar`]: typed channels to and from the tokio sidecar,
 //!   which serves gRPC (health, reflection, `rayltics.node.v1`).
 //! - [`metrics`]: Prometheus families with per-shard labels.
@@ -22,11 +28,14 @@
 //! when local, otherwise over the mesh ring to the owner and back. The
 //! response is written on the accepting shard's connection.
 
+pub mod api;
 pub mod bridge;
+pub mod commerce;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod ops;
 pub mod service;
 pub mod shard;
 pub mod sidecar;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use rayltics_shards::{Mesh, MeshOptions, RuntimeOptions};
 
 use crate::bridge::ShardInboxes;
+use crate::commerce::CommerceShared;
 use crate::config::Config;
 use crate::http::NodeShared;
 use crate::metrics::Metrics;
@@ -62,6 +63,7 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
     let sidecar = Sidecar::start(config.grpc_addr, inboxes)?;
     let grpc_addr = sidecar.grpc_addr;
 
+    let commerce = Arc::new(CommerceShared::new(config)?);
     let shared = Arc::new(NodeShared {
         draining: AtomicBool::new(false),
     });
@@ -72,7 +74,9 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
         metrics,
         node: shared.clone(),
         sidecar: sidecar.handle(),
+        commerce,
     });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop, stop_rx) = watch::channel(false);
     let inits: Vec<ShardInit> = endpoints
         .into_iter()
@@ -83,6 +87,7 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
             listener,
             stop: stop_rx.clone(),
             inbox,
+            ready: ready_tx.clone(),
         })
         .collect();
     let runtime = RuntimeOptions {
@@ -98,8 +103,8 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
         shard::run(id, init, ctx.clone())
     })
     .context("cannot start shard threads")?;
-
-    Ok(RunningNode {
+    drop(ready_tx);
+    let mut node = RunningNode {
         http_addr,
         grpc_addr,
         shards,
@@ -107,13 +112,31 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
         sidecar: Some(sidecar),
         stop,
         shared,
-    })
+    };
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                node.stop_now();
+                anyhow::bail!(e);
+            }
+            Err(_) => {
+                node.stop_now();
+                anyhow::bail!("a shard thread ended during start-up");
+            }
+        }
+    }
+    Ok(node)
 }
 
 impl RunningNode {
     /// Drains and stops, in reverse start order. Returns when every
     /// component has stopped (at most about the drain deadline).
     pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
         self.shared.draining.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
         for t in self.threads.drain(..) {

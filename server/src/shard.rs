@@ -13,9 +13,10 @@ use rayltics_net::{HttpLimits, Shutdown};
 use rayltics_shards::{MeshEndpoint, ShardId};
 
 use crate::bridge::{ShardCall, SidecarHandle};
+use crate::commerce::{self, CommerceShared};
 use crate::http::{App, NodeShared};
 use crate::metrics::Metrics;
-use crate::service::{ShardEnvelope, ShardRequest, ShardResponse, ShardRouter, ShardState};
+use crate::service::{ShardEnvelope, ShardRequest, ShardResponse, ShardRouter};
 
 /// What a shard owns from birth; moved into its thread.
 #[derive(Debug)]
@@ -28,6 +29,9 @@ pub struct ShardInit {
     pub stop: watch::Receiver<bool>,
     /// Calls from the sidecar.
     pub inbox: mpsc::UnboundedReceiver<ShardCall>,
+    /// Reports once the shard has recovered its store and is about to
+    /// serve (or why it cannot).
+    pub ready: std::sync::mpsc::Sender<Result<ShardId, String>>,
 }
 
 /// Node-wide context every shard gets (shared, read-only).
@@ -45,26 +49,36 @@ pub struct ShardContext {
     pub node: Arc<NodeShared>,
     /// The sidecar, for handlers that need a tokio-reactor client.
     pub sidecar: SidecarHandle,
+    /// Node-wide commerce context.
+    pub commerce: Arc<CommerceShared>,
 }
 
 /// Runs shard `id` until the node stops and its connections have drained.
 pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
     let shard_count = init.endpoint.shard_count();
-    let state = Rc::new(ShardState { id, shard_count });
-    let router = match ShardRouter::start(init.endpoint, state) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(shard = id, error = %e, "cannot join the mesh");
-            return;
-        }
+    let ready = init.ready;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        let _ = ready.send(Err(format!("shard {id}: {what}: {e:#}")));
     };
+    let state = match ctx.commerce.open_shard(id, shard_count) {
+        Ok(s) => Rc::new(s),
+        Err(e) => return fail("cannot open its store", &e),
+    };
+    monoio::spawn(state.store.flusher());
+    let router = match ShardRouter::start(init.endpoint, state.clone()) {
+        Ok(r) => r,
+        Err(e) => return fail("cannot join the mesh", &e),
+    };
+    *state.router.borrow_mut() = Some(router.clone());
     let listener = match monoio::net::TcpListener::from_std(init.listener) {
         Ok(l) => l,
-        Err(e) => {
-            tracing::error!(shard = id, error = %e, "cannot adopt the HTTP listener");
-            return;
-        }
+        Err(e) => return fail("cannot adopt the HTTP listener", &e),
     };
+    if let Err(e) = commerce::bootstrap_admin(&state).await {
+        return fail("cannot create the admin", &e);
+    }
+    monoio::spawn(commerce::sweep(state.clone()));
+    let _ = ready.send(Ok(id));
     let app = Rc::new(App::new(
         router.clone(),
         ctx.metrics.for_shard(id),
@@ -122,6 +136,8 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
             "drain deadline passed; closing connections"
         );
     }
+    // The router holds the state and the state the router: break the cycle.
+    state.router.borrow_mut().take();
     tracing::debug!(shard = id, "stopped");
 }
 

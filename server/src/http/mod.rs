@@ -6,14 +6,16 @@
 
 mod ops;
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use rayltics_net::{Handler, Match, Method, Problem, Request, Response, Router};
 
+use crate::api::{self, Route};
 use crate::metrics::ShardMetrics;
-use crate::service::ShardRouter;
+use crate::service::{ShardRouter, ShardState};
 
 /// Node-wide facts every shard's app reads.
 #[derive(Debug)]
@@ -29,6 +31,13 @@ enum Endpoint {
     Readyz,
     Metrics,
     ShardOf,
+    Api(Route),
+}
+
+impl From<Route> for Endpoint {
+    fn from(r: Route) -> Self {
+        Endpoint::Api(r)
+    }
 }
 
 /// A shard's HTTP application. Owned by that shard.
@@ -48,12 +57,17 @@ impl App {
             .route(Method::Get, "/readyz", Endpoint::Readyz)
             .route(Method::Get, "/metrics", Endpoint::Metrics)
             .route(Method::Get, "/debug/shards/{key}", Endpoint::ShardOf);
+        let routes = api::routes(routes);
         Self {
             routes,
             shard,
             metrics,
             node,
         }
+    }
+
+    fn state(&self) -> &Rc<ShardState> {
+        self.shard.local()
     }
 
     /// The shard's metric handles.
@@ -77,6 +91,15 @@ impl Handler for App {
                     Endpoint::Metrics => ops::metrics(&self.metrics),
                     Endpoint::ShardOf => {
                         ops::shard_of(&self.shard, params.get("key").unwrap_or_default()).await
+                    }
+                    Endpoint::Api(route) => {
+                        let ctx = api::Ctx {
+                            state: self.state(),
+                            router: &self.shard,
+                            req,
+                            params: &params,
+                        };
+                        api::handle(*route, ctx).await
                     }
                 };
                 (pattern, response)

@@ -2,9 +2,13 @@
 //! binary on port 0 ([`Node`]), and talk raw HTTP/1.1 to it over TCP
 //! ([`Conn`], [`Resp`], [`parse_responses`]).
 //!
+//! [`api`] adds a JSON client of the REST API.
+//!
 //! Every test file is its own crate and uses a different subset of these
 //! (hence `dead_code`); `pub` marks the module's interface for those files.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod api;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -14,6 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The admin that [`NodeBuilder::commerce`] bootstraps.
+pub const ADMIN_EMAIL: &str = "admin@rayltics.test";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
 /// How long a node may take to print its `listening` line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -63,6 +72,7 @@ pub struct NodeBuilder {
     shards: usize,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    data_dir: Option<PathBuf>,
 }
 
 impl NodeBuilder {
@@ -84,9 +94,30 @@ impl NodeBuilder {
         self
     }
 
+    /// Runs on `dir` (e.g. a restart on a killed node's data) and leaves it
+    /// in place on drop; default: a fresh temp dir removed on drop.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// The commerce test set-up: an admin (`ADMIN_EMAIL` / `ADMIN_PASSWORD`)
+    /// and cheap argon2 parameters (tests hash many passwords).
+    pub fn commerce(self) -> Self {
+        self.env("RAYLTICS_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("RAYLTICS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RAYLTICS_COMMERCE__ARGON2_MEMORY_KIB", 64)
+            .env("RAYLTICS_COMMERCE__ARGON2_ITERATIONS", 1)
+            .env("RAYLTICS_COMMERCE__LOGIN_BURST", 1000)
+    }
+
     /// Spawns the binary and waits for its `listening` line.
     pub fn start(self) -> Node {
-        let data_dir = unique_temp_path("data");
+        let keep_data = self.data_dir.is_some();
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| unique_temp_path("data"));
         let mut cmd = command();
         cmd.arg("serve")
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
@@ -134,6 +165,7 @@ impl NodeBuilder {
             shards: 0,
             stderr,
             data_dir,
+            keep_data,
         };
         let line = match line_rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
@@ -196,6 +228,7 @@ pub struct Node {
     pub shards: usize,
     stderr: Arc<Mutex<Vec<u8>>>,
     data_dir: PathBuf,
+    keep_data: bool,
 }
 
 impl Node {
@@ -205,6 +238,7 @@ impl Node {
             shards: 2,
             env: Vec::new(),
             args: Vec::new(),
+            data_dir: None,
         }
     }
 
@@ -303,7 +337,9 @@ impl Drop for Node {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

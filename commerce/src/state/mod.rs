@@ -1,0 +1,230 @@
+//! One shard's commerce state: the durable maps (journaled, snapshotted) and
+//! what is derived from them (the search index, expiry queues).
+//!
+//! Owned by exactly one shard; plain data, no locks. Changes enter only
+//! through [`ShardData::apply`] (live writes and recovery alike). The
+//! read/decide functions are split by concern:
+//! - `users`: registration, login lookup, refresh families.
+//! - `catalog`: products and their search.
+//! - `stock`: inventory, reservations, flash sales (the SKU's shard).
+//! - `orders`: orders, carts, idempotency, the event log (the user's shard).
+
+mod catalog;
+mod orders;
+mod stock;
+mod users;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::change::Change;
+use crate::clock::Millis;
+use crate::model::{
+    EventRec, IdempotencyRec, OrderRec, OrderStatus, ProductRec, RefreshFamily, ReservationRec,
+    SaleRec, Stock, UserRec,
+};
+use crate::search::{ProductDoc, SearchIndex};
+
+pub use catalog::ProductPatch;
+pub use orders::{CartLine, OrderPage};
+pub use stock::{RESERVATION_GRACE_MS, ReserveLine, SaleCounts};
+pub use users::RefreshOutcome;
+
+/// Events kept in memory (and in snapshots) per shard for consumers that
+/// read the event log by offset.
+pub const EVENT_LOG_RETAINED: usize = 100_000;
+
+/// The part of a shard's state that snapshots hold. Everything here is
+/// rebuilt exactly by replaying the journal.
+#[derive(Archive, Serialize, Deserialize, Debug, Default)]
+pub struct Durable {
+    users: HashMap<String, UserRec>,
+    /// Lower-cased email -> user id.
+    emails: HashMap<String, String>,
+    refresh: HashMap<String, RefreshFamily>,
+    products: HashMap<String, ProductRec>,
+    stock: HashMap<String, Stock>,
+    /// user id -> sku -> line.
+    carts: HashMap<String, HashMap<String, CartLine>>,
+    /// order id -> its reservations on this shard.
+    reservations: HashMap<String, Vec<ReservationRec>>,
+    sales: HashMap<String, (SaleRec, SaleCounts)>,
+    orders: HashMap<String, OrderRec>,
+    /// (user id, idempotency key) -> first response.
+    idempotency: HashMap<(String, String), IdempotencyRec>,
+    events: VecDeque<EventRec>,
+    next_event_offset: u64,
+}
+
+/// A shard's commerce state.
+#[derive(Debug, Default)]
+pub struct ShardData {
+    d: Durable,
+    search: SearchIndex,
+    /// (expires_at, order id) of reservations held here.
+    reservation_expiry: BTreeSet<(Millis, String)>,
+    /// (expires_at, order id) of pending orders owned here.
+    order_expiry: BTreeSet<(Millis, String)>,
+    /// (created_at, order id) of every order owned here.
+    orders_by_time: BTreeSet<(Millis, String)>,
+    /// user id -> (created_at, order id) of their orders.
+    orders_by_user: HashMap<String, BTreeSet<(Millis, String)>>,
+}
+
+impl ShardData {
+    /// An empty shard.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds the state from a snapshot's durable part.
+    pub fn from_durable(d: Durable) -> Self {
+        let mut s = ShardData {
+            d,
+            ..ShardData::default()
+        };
+        for p in s.d.products.values() {
+            s.search.upsert(doc_of(p));
+        }
+        for (order_id, lines) in &s.d.reservations {
+            if let Some(r) = lines.first() {
+                s.reservation_expiry
+                    .insert((r.expires_at, order_id.clone()));
+            }
+        }
+        let orders: Vec<OrderRec> = s.d.orders.values().cloned().collect();
+        for o in &orders {
+            s.index_order(o);
+        }
+        s
+    }
+
+    /// The durable part, for a snapshot.
+    pub fn durable(&self) -> &Durable {
+        &self.d
+    }
+
+    /// Applies one change. Deterministic: the same changes in the same order
+    /// give the same state (recovery depends on it). A change that no longer
+    /// applies (e.g. releasing a reservation that is gone) is a no-op.
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::UserCreated(u) => {
+                self.d.emails.insert(u.email.clone(), u.id.clone());
+                self.d.users.insert(u.id.clone(), u);
+            }
+            Change::RefreshSet {
+                family_id,
+                user_id,
+                digest,
+                expires_at,
+            } => {
+                self.d.refresh.insert(
+                    family_id,
+                    RefreshFamily {
+                        user_id,
+                        digest,
+                        expires_at,
+                    },
+                );
+            }
+            Change::RefreshRevoked { family_id } => {
+                self.d.refresh.remove(&family_id);
+            }
+            Change::ProductPut(p) => {
+                self.search.upsert(doc_of(&p));
+                self.d.stock.entry(p.sku.clone()).or_default();
+                self.d.products.insert(p.sku.clone(), p);
+            }
+            Change::ProductDeleted { sku } => {
+                self.search.remove(&sku);
+                self.d.products.remove(&sku);
+            }
+            Change::StockSet { sku, on_hand } => {
+                self.d.stock.entry(sku).or_default().on_hand = on_hand;
+            }
+            Change::CartPut {
+                user_id,
+                sku,
+                quantity,
+                price_cents,
+                currency,
+            } => {
+                let cart = self.d.carts.entry(user_id.clone()).or_default();
+                if quantity == 0 {
+                    cart.remove(&sku);
+                    if cart.is_empty() {
+                        self.d.carts.remove(&user_id);
+                    }
+                } else {
+                    cart.insert(
+                        sku,
+                        CartLine {
+                            quantity,
+                            price_cents,
+                            currency,
+                        },
+                    );
+                }
+            }
+            Change::CartCleared { user_id } => {
+                self.d.carts.remove(&user_id);
+            }
+            Change::Reserved(r) => self.apply_reserved(r),
+            Change::Released { order_id, sku } => self.settle(&order_id, &sku, false),
+            Change::Sold { order_id, sku } => self.settle(&order_id, &sku, true),
+            Change::SaleCreated(sale) => {
+                let counts = SaleCounts {
+                    remaining: sale.quantity,
+                    held_by_user: HashMap::new(),
+                };
+                self.d.sales.insert(sale.id.clone(), (sale, counts));
+            }
+            Change::OrderPut(o) => {
+                self.unindex_order(&o.id);
+                self.index_order(&o);
+                self.d.orders.insert(o.id.clone(), o);
+            }
+            Change::IdempotencySaved { user_id, key, rec } => {
+                self.d.idempotency.insert((user_id, key), rec);
+            }
+            Change::Event(e) => {
+                self.d.next_event_offset = e.offset + 1;
+                self.d.events.push_back(e);
+                while self.d.events.len() > EVENT_LOG_RETAINED {
+                    self.d.events.pop_front();
+                }
+            }
+        }
+    }
+
+    fn index_order(&mut self, o: &OrderRec) {
+        self.orders_by_time.insert((o.created_at, o.id.clone()));
+        self.orders_by_user
+            .entry(o.user_id.clone())
+            .or_default()
+            .insert((o.created_at, o.id.clone()));
+        if o.status == OrderStatus::Pending {
+            self.order_expiry.insert((o.expires_at, o.id.clone()));
+        }
+    }
+
+    fn unindex_order(&mut self, id: &str) {
+        if let Some(old) = self.d.orders.get(id) {
+            self.order_expiry.remove(&(old.expires_at, old.id.clone()));
+        }
+    }
+}
+
+/// What the search index needs of a product.
+fn doc_of(p: &ProductRec) -> ProductDoc<'_> {
+    ProductDoc {
+        sku: &p.sku,
+        name: &p.name,
+        description: &p.description,
+        category: &p.category,
+        price_cents: p.price_cents,
+        created_at_ms: p.created_at,
+    }
+}

@@ -1,0 +1,194 @@
+//! Orders, carts, idempotency keys and the event log (the user's shard).
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::change::Change;
+use crate::clock::Millis;
+use crate::error::{DomainError, DomainResult};
+use crate::model::{EventRec, IdempotencyRec, OrderRec, OrderStatus};
+
+use super::ShardData;
+
+/// Most distinct SKUs in one cart.
+pub(crate) const MAX_CART_LINES: usize = 100;
+
+/// One cart line (keyed by SKU in its cart).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CartLine {
+    /// Units.
+    pub quantity: u32,
+    /// Unit price when the line was last set.
+    pub price_cents: i64,
+    /// Currency of the price.
+    pub currency: String,
+}
+
+/// One page of orders, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderPage {
+    /// The orders.
+    pub items: Vec<OrderRec>,
+    /// Whether more orders follow the last one.
+    pub more: bool,
+}
+
+impl ShardData {
+    /// A user's cart, sorted by SKU.
+    pub fn cart(&self, user_id: &str) -> Vec<(String, CartLine)> {
+        let mut lines: Vec<(String, CartLine)> = self
+            .d
+            .carts
+            .get(user_id)
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        lines.sort_by(|a, b| a.0.cmp(&b.0));
+        lines
+    }
+
+    /// Sets (or with 0 removes) a cart line.
+    pub fn plan_cart_put(
+        &self,
+        user_id: &str,
+        sku: &str,
+        line: CartLine,
+    ) -> DomainResult<Vec<Change>> {
+        let cart = self.d.carts.get(user_id);
+        let is_new = cart.is_none_or(|c| !c.contains_key(sku));
+        if line.quantity > 0 && is_new && cart.is_some_and(|c| c.len() >= MAX_CART_LINES) {
+            return Err(DomainError::invalid(format!(
+                "a cart holds at most {MAX_CART_LINES} different SKUs"
+            )));
+        }
+        Ok(vec![Change::CartPut {
+            user_id: user_id.to_owned(),
+            sku: sku.to_owned(),
+            quantity: line.quantity,
+            price_cents: line.price_cents,
+            currency: line.currency,
+        }])
+    }
+
+    /// An order by id.
+    pub fn order(&self, id: &str) -> Option<&OrderRec> {
+        self.d.orders.get(id)
+    }
+
+    /// Records a new or changed order with its event (`kind` from its
+    /// status) and returns the changes.
+    pub fn plan_order_put(&self, order: OrderRec, payload: Vec<u8>, now: Millis) -> Vec<Change> {
+        let event = self.next_event(
+            "rayltics.orders",
+            &order.id,
+            order.status.event_kind(),
+            payload,
+            now,
+            0,
+        );
+        vec![Change::OrderPut(order), Change::Event(event)]
+    }
+
+    /// Moves a pending order to `status` at `now`; `Err` unless pending.
+    pub fn transition(&self, id: &str, status: OrderStatus, now: Millis) -> DomainResult<OrderRec> {
+        let mut o = self
+            .d
+            .orders
+            .get(id)
+            .cloned()
+            .ok_or(DomainError::NotFound("order"))?;
+        if o.status != OrderStatus::Pending {
+            return Err(DomainError::Conflict(
+                "order_not_pending",
+                format!("the order is {}", o.status.as_str()),
+            ));
+        }
+        o.status = status;
+        o.updated_at = now.max(o.updated_at);
+        Ok(o)
+    }
+
+    /// Pending orders whose time ran out at `now` (at most `max`).
+    pub fn overdue_orders(&self, now: Millis, max: usize) -> Vec<String> {
+        self.order_expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// Orders newest first, of one user or of everyone on this shard,
+    /// strictly after `after` = (created_at, id) of the previous page's last.
+    pub fn orders_page(
+        &self,
+        user_id: Option<&str>,
+        after: Option<&(Millis, String)>,
+        limit: usize,
+    ) -> OrderPage {
+        let empty = Default::default();
+        let set = match user_id {
+            Some(u) => self.orders_by_user.get(u).unwrap_or(&empty),
+            None => &self.orders_by_time,
+        };
+        let mut it = set
+            .iter()
+            .rev()
+            .skip_while(|k| after.is_some_and(|a| *k >= a))
+            .filter_map(|(_, id)| self.d.orders.get(id));
+        let items: Vec<OrderRec> = it.by_ref().take(limit).cloned().collect();
+        let more = it.next().is_some();
+        OrderPage { items, more }
+    }
+
+    /// The first response recorded under a user's idempotency key.
+    pub fn idempotent(&self, user_id: &str, key: &str) -> Option<&IdempotencyRec> {
+        self.d
+            .idempotency
+            .get(&(user_id.to_owned(), key.to_owned()))
+    }
+
+    /// Records the first response under a user's idempotency key.
+    pub fn plan_idempotency(&self, user_id: &str, key: &str, rec: IdempotencyRec) -> Change {
+        Change::IdempotencySaved {
+            user_id: user_id.to_owned(),
+            key: key.to_owned(),
+            rec,
+        }
+    }
+
+    /// Events of this shard's log after `offset` (at most `limit`), oldest
+    /// first, and the offset the log has reached.
+    pub fn events_after(&self, offset: u64, limit: usize) -> (Vec<EventRec>, u64) {
+        let first = self.d.events.front().map_or(0, |e| e.offset);
+        let skip = usize::try_from(offset.saturating_add(1).saturating_sub(first)).unwrap_or(0);
+        let items = self
+            .d
+            .events
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect();
+        (items, self.d.next_event_offset.saturating_sub(1))
+    }
+
+    /// The event record for the `i`-th event of the batch being planned.
+    fn next_event(
+        &self,
+        topic: &str,
+        key: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        now: Millis,
+        i: u64,
+    ) -> EventRec {
+        EventRec {
+            offset: self.d.next_event_offset.max(1) + i,
+            id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            kind: kind.to_owned(),
+            at: now,
+            payload,
+        }
+    }
+}

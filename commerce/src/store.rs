@@ -1,0 +1,159 @@
+//! A shard's store: its [`ShardData`] and the journal that makes it durable.
+//!
+//! Every change goes through [`Store::write`]: append to the journal's
+//! current batch, apply to memory, and hand back the [`Commit`] to await
+//! before answering. Changes are applied before they are durable (a reader
+//! on the shard may see them a tick early), but nothing is acknowledged
+//! before its commit completes, and the journal is ordered, so whatever an
+//! acknowledged answer depends on is durable too. Owned by one shard.
+
+use std::cell::{Cell, Ref, RefCell};
+use std::path::Path;
+use std::time::Instant;
+
+use rayltics_journal::{Commit, Flusher, Journal, JournalOptions, Seq, SnapshotWrite, StatsView};
+
+use crate::change::Change;
+use crate::error::{DomainError, DomainResult};
+use crate::state::{Durable, ShardData};
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryReport {
+    /// Sequence number of the snapshot loaded (0: none).
+    pub snapshot_seq: Seq,
+    /// Records replayed after it.
+    pub replayed: usize,
+    /// Bytes cut off a torn tail.
+    pub torn_bytes: u64,
+    /// Time spent, milliseconds.
+    pub elapsed_ms: u128,
+}
+
+/// A shard's state and journal.
+pub struct Store {
+    data: RefCell<ShardData>,
+    journal: Journal<Change>,
+    /// Write a snapshot once this many records follow the last one.
+    snapshot_every: u64,
+    snapshot_busy: Cell<bool>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("last_seq", &self.journal.last_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens shard `shard`'s journal under `root` and rebuilds its state:
+    /// the latest snapshot, then every record after it.
+    pub fn open(
+        root: &Path,
+        shard: usize,
+        opts: JournalOptions,
+        snapshot_every: u64,
+    ) -> Result<(Self, RecoveryReport), rayltics_journal::Error> {
+        let started = Instant::now();
+        let (journal, mut recovered) = Journal::<Change>::open(root, shard, opts)?;
+        let (mut data, snapshot_seq) = match recovered.take_snapshot() {
+            Some(snap) => (
+                ShardData::from_durable(snap.deserialize::<Durable>()?),
+                snap.seq(),
+            ),
+            None => (ShardData::new(), 0),
+        };
+        let mut replayed = 0;
+        for rec in recovered.records() {
+            data.apply(rec.deserialize()?);
+            replayed += 1;
+        }
+        let torn_bytes = recovered.torn_tail().map_or(0, |t| t.discarded);
+        let report = RecoveryReport {
+            snapshot_seq,
+            replayed,
+            torn_bytes,
+            elapsed_ms: started.elapsed().as_millis(),
+        };
+        Ok((
+            Store {
+                data: RefCell::new(data),
+                journal,
+                snapshot_every: snapshot_every.max(1),
+                snapshot_busy: Cell::new(false),
+            },
+            report,
+        ))
+    }
+
+    /// Reads the state. Do not hold the borrow across an await.
+    pub fn read(&self) -> Ref<'_, ShardData> {
+        self.data.borrow()
+    }
+
+    /// Appends `changes` to the journal, applies them, and returns the
+    /// commit to await before acknowledging. Call in the same tick as the
+    /// decision that produced them (no await in between).
+    pub fn write(&self, changes: Vec<Change>) -> DomainResult<Commit> {
+        for c in &changes {
+            self.journal.append(c).map_err(unavailable)?;
+        }
+        let mut data = self.data.borrow_mut();
+        for c in changes {
+            data.apply(c);
+        }
+        Ok(self.journal.commit())
+    }
+
+    /// [`write`](Self::write) and wait until durable.
+    pub async fn commit(&self, changes: Vec<Change>) -> DomainResult<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.write(changes)?.await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The task that hands batches to the journal's writer thread; spawn it
+    /// on the shard.
+    pub fn flusher(&self) -> Flusher {
+        self.journal.flusher()
+    }
+
+    /// Journal counters.
+    pub fn journal_stats(&self) -> StatsView {
+        self.journal.stats_view()
+    }
+
+    /// A snapshot of the state when enough records followed the last one
+    /// and none is being written; the caller awaits it (off the request
+    /// path) and then calls [`snapshot_done`](Self::snapshot_done).
+    pub fn snapshot_if_due(&self) -> Option<SnapshotWrite> {
+        let last = self.journal.last_seq();
+        if self.snapshot_busy.get() || last < self.journal.snapshot_seq() + self.snapshot_every {
+            return None;
+        }
+        self.snapshot_busy.set(true);
+        Some(
+            self.journal
+                .write_snapshot_of(last, self.data.borrow().durable()),
+        )
+    }
+
+    /// Marks the snapshot started by [`snapshot_if_due`](Self::snapshot_if_due) finished.
+    pub fn snapshot_done(&self) {
+        self.snapshot_busy.set(false);
+    }
+
+    /// Flushes and closes the journal (on stop).
+    pub async fn close(self) -> Result<(), rayltics_journal::Error> {
+        self.journal.close().await
+    }
+}
+
+fn unavailable(e: rayltics_journal::Error) -> DomainError {
+    tracing::error!(error = %e, "journal write failed");
+    DomainError::Unavailable("the shard cannot make changes durable".into())
+}

@@ -1,0 +1,116 @@
+//! Flash sales. A sale lives on its SKU's shard (its id hashes there); a
+//! purchase runs on the buyer's shard: idempotency check, then one message
+//! to the sale's shard (window, per-user limit, pool decrement, all in one
+//! local step, durable before the reply), then the pending order at the sale
+//! price in one commit with its event and idempotency record.
+
+use rayltics_commerce::model::{Line, OrderRec, OrderStatus};
+use rayltics_commerce::{DomainError, DomainResult, ids};
+
+use super::idempotency::{self, Begin};
+use super::{Op, OpReply, call};
+use crate::api::views;
+use crate::service::ShardState;
+
+/// A flash-sale purchase (runs on the buyer's shard).
+#[derive(Debug)]
+pub struct Purchase {
+    /// Buyer.
+    pub user_id: String,
+    /// `Idempotency-Key`.
+    pub key: String,
+    /// Fingerprint of the request.
+    pub fingerprint: [u8; 32],
+    /// Sale id.
+    pub sale_id: String,
+    /// Units.
+    pub quantity: u32,
+}
+
+pub(super) async fn execute(state: &ShardState, op: Op) -> DomainResult<OpReply> {
+    match op {
+        Op::CreateSale { sale } => {
+            let (changes, sale) = state.store.read().plan_create_sale(sale)?;
+            state.store.commit(changes).await?;
+            let remaining = sale.quantity;
+            Ok(OpReply::Sale(sale, remaining))
+        }
+        Op::GetSale { id } => {
+            let data = state.store.read();
+            let (sale, counts) = data.sale(&id).ok_or(DomainError::NotFound("flash sale"))?;
+            Ok(OpReply::Sale(sale.clone(), counts.remaining))
+        }
+        Op::SaleReserve {
+            sale_id,
+            order_id,
+            user_id,
+            quantity,
+            expires_at,
+        } => {
+            let now = state.shared.clock.now_ms();
+            let (changes, sale) = state
+                .store
+                .read()
+                .plan_sale_reserve(&sale_id, &order_id, &user_id, quantity, expires_at, now)?;
+            state.store.commit(changes).await?;
+            let line = Line {
+                sku: sale.sku,
+                quantity,
+                price_cents: sale.price_cents,
+            };
+            Ok(OpReply::Reserved(vec![line], sale.currency))
+        }
+        Op::Purchase(p) => purchase(state, p).await,
+        other => Err(super::unexpected_op(other)),
+    }
+}
+
+async fn purchase(state: &ShardState, p: Purchase) -> DomainResult<OpReply> {
+    let guard = match idempotency::begin(state, &p.user_id, &p.key, p.fingerprint)? {
+        Begin::Replay(reply) => return Ok(reply),
+        Begin::Run(guard) => guard,
+    };
+    let now = state.shared.clock.now_ms();
+    let expires_at = now.saturating_add(state.shared.reservation_ttl_ms);
+    let order_id = ids::id_on_shard(state.id, state.shard_count);
+    let router = state.router();
+    let sale_shard = router.owner_of(p.sale_id.as_bytes());
+    let reserve = Op::SaleReserve {
+        sale_id: p.sale_id.clone(),
+        order_id: order_id.clone(),
+        user_id: p.user_id.clone(),
+        quantity: p.quantity,
+        expires_at,
+    };
+    let (items, currency) = match call(&router, sale_shard, reserve).await? {
+        OpReply::Reserved(items, currency) => (items, currency),
+        other => return Err(super::unexpected(other)),
+    };
+    let order = OrderRec {
+        id: order_id.clone(),
+        user_id: p.user_id.clone(),
+        status: OrderStatus::Pending,
+        total_cents: items
+            .iter()
+            .map(|l| l.price_cents.saturating_mul(i64::from(l.quantity)))
+            .sum(),
+        items,
+        currency,
+        sale_id: Some(p.sale_id.clone()),
+        created_at: now,
+        updated_at: now,
+        expires_at,
+    };
+    let body = views::order_json(&order);
+    let mut changes = state.store.read().plan_order_put(order, body.clone(), now);
+    changes.push(guard.record(201, body.clone(), now));
+    if let Err(e) = state.store.commit(changes).await {
+        let release = Op::Settle {
+            order_id,
+            sold: false,
+        };
+        let _ = call(&router, sale_shard, release).await;
+        return Err(e);
+    }
+    Ok(OpReply::Stored { status: 201, body })
+}
