@@ -127,6 +127,11 @@ impl Store {
         self.journal.stats_view()
     }
 
+    /// The journal's live counters (for `/metrics`).
+    pub fn journal_counters(&self) -> std::sync::Arc<rayltics_journal::JournalStats> {
+        self.journal.stats().clone()
+    }
+
     /// A snapshot of the state when enough records followed the last one
     /// and none is being written; the caller awaits it (off the request
     /// path) and then calls [`snapshot_done`](Self::snapshot_done).

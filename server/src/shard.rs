@@ -16,7 +16,7 @@ use crate::bridge::{ShardCall, SidecarHandle};
 use crate::commerce::{self, CommerceShared};
 use crate::http::{App, NodeShared};
 use crate::metrics::Metrics;
-use crate::service::{ShardEnvelope, ShardRequest, ShardResponse, ShardRouter};
+use crate::service::{ShardEnvelope, ShardRequest, ShardResponse, ShardRouter, ShardState};
 
 /// What a shard owns from birth; moved into its thread.
 #[derive(Debug)]
@@ -84,6 +84,10 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
         ctx.metrics.for_shard(id),
         ctx.node.clone(),
     ));
+    ctx.metrics
+        .store
+        .attach_journal(id, state.store.journal_counters());
+    monoio::spawn(update_store_gauges(app.clone(), state.clone()));
     let shutdown = Shutdown::new();
     monoio::spawn(watch_stop(init.stop, shutdown.clone()));
     monoio::spawn(serve_sidecar_calls(router.clone(), init.inbox));
@@ -139,6 +143,16 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
     // The router holds the state and the state the router: break the cycle.
     state.router.borrow_mut().take();
     tracing::debug!(shard = id, "stopped");
+}
+
+/// Sets the shard's store gauges from its state once a second.
+async fn update_store_gauges(app: Rc<App>, state: Rc<ShardState>) {
+    loop {
+        app.metrics()
+            .store
+            .update(&state.store.read(), &state.tokens.borrow());
+        monoio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn watch_stop(mut stop: watch::Receiver<bool>, shutdown: Shutdown) {

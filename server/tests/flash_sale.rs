@@ -273,3 +273,37 @@ fn kill_9_during_a_purchase_storm_keeps_every_acknowledged_order() {
     drop(node);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn store_metrics_show_journal_batches_and_sale_pools() {
+    let node = Node::builder().shards(1).commerce().start();
+    let mut admin = Client::admin(&node);
+    admin.create_product("metric-1", 100, 0);
+    let sale_id = create_sale(&mut admin, "metric-1", 10, 10);
+    let (mut c, _) = Client::register(&node, "metrics@sale.test");
+    let r = c.post_idem(
+        &format!("/api/v1/flash-sales/{sale_id}/purchase"),
+        "m1",
+        &json!({"quantity": 4}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let want = format!("rayltics_flash_sale_remaining_units{{sale=\"{sale_id}\",shard=\"0\"}} 6");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = node.get("/metrics").text();
+        let batches = text
+            .lines()
+            .find(|l| l.starts_with("rayltics_journal_events_total{kind=\"batches\",shard=\"0\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if text.contains(&want) && text.contains("rayltics_orders_pending{shard=\"0\"} 1") {
+            assert!(batches > 0, "no journal batches counted:\n{text}");
+            assert!(
+                text.contains("rayltics_token_cache_lookups_total{result=\"miss\",shard=\"0\"}")
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "store gauges missing:\n{text}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -100,6 +100,24 @@ impl ShardData {
         s
     }
 
+    /// Pending orders owned here.
+    pub fn pending_orders(&self) -> usize {
+        self.order_expiry.len()
+    }
+
+    /// Orders holding units here.
+    pub fn held_reservations(&self) -> usize {
+        self.reservation_expiry.len()
+    }
+
+    /// (sale id, remaining units) of every flash sale here.
+    pub fn sales_remaining(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.d
+            .sales
+            .iter()
+            .map(|(id, (_, c))| (id.as_str(), c.remaining))
+    }
+
     /// The durable part, for a snapshot.
     pub fn durable(&self) -> &Durable {
         &self.d

@@ -4,6 +4,11 @@
 //! once per shard and cached in the shard's own map ([`ShardMetrics`]), so a
 //! request costs a local lookup and a few uncontended atomic adds. Mesh
 //! counters live in the shards crate as atomics and are copied in at scrape.
+//! `store`: the commerce store's families (journal, orders, sales, tokens).
+
+mod store;
+
+pub use store::{ShardStoreGauges, StoreMetrics};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -33,6 +38,8 @@ pub struct Metrics {
     rejected_connections: IntCounterVec,
     mesh: IntCounterVec,
     mesh_source: Mutex<Option<MeshStats>>,
+    /// The commerce store's families.
+    pub store: StoreMetrics,
 }
 
 impl Metrics {
@@ -83,7 +90,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric");
         }
+        let store = StoreMetrics::register(&registry);
         Arc::new(Self {
+            store,
             registry,
             http_requests,
             http_duration,
@@ -102,6 +111,7 @@ impl Metrics {
     /// The text exposition (`text/plain; version=0.0.4`).
     pub fn render(&self) -> Vec<u8> {
         self.sync_mesh();
+        self.store.sync();
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
@@ -137,6 +147,7 @@ impl Metrics {
             rejected_connections: self
                 .rejected_connections
                 .with_label_values(&[label.as_str()]),
+            store: self.store.for_shard(&label),
             label,
             node: self.clone(),
             routes: RefCell::new(HashMap::new()),
@@ -157,6 +168,8 @@ pub struct ShardMetrics {
     pub open_connections: IntGauge,
     /// Connections refused at the per-shard limit.
     pub rejected_connections: IntCounter,
+    /// Store gauges of this shard.
+    pub store: ShardStoreGauges,
 }
 
 impl ShardMetrics {
