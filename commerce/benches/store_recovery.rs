@@ -174,5 +174,28 @@ fn main() {
             n as f64 / warm.as_secs_f64() / 1e6
         );
     }
+    if std::env::var_os("BREAKDOWN").is_some() {
+        let t = Instant::now();
+        let (j, rec) = rayltics_journal::Journal::<Change>::open(&root, 0, options()).unwrap();
+        let opened = t.elapsed();
+        let mut changes = Vec::with_capacity(rec.len());
+        for r in rec.records() {
+            changes.push(r.deserialize().unwrap());
+        }
+        let decoded = t.elapsed();
+        drop(rec);
+        drop(j);
+        let mut data = rayltics_commerce::state::ShardData::new();
+        let t2 = Instant::now();
+        for c in changes {
+            data.apply(c);
+        }
+        println!(
+            "  breakdown: journal open {:.3} s, deserialize {:.3} s, apply {:.3} s",
+            opened.as_secs_f64(),
+            (decoded - opened).as_secs_f64(),
+            t2.elapsed().as_secs_f64()
+        );
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

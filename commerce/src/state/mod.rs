@@ -14,7 +14,7 @@ mod orders;
 mod stock;
 mod users;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -31,6 +31,10 @@ pub use orders::{CartLine, OrderPage};
 pub use stock::{RESERVATION_GRACE_MS, ReserveLine, SaleCounts};
 pub use users::RefreshOutcome;
 
+/// The shard's hash maps: foldhash (fast, randomly seeded per process)
+/// instead of SipHash; replaying a journal is mostly map inserts.
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Events kept in memory (and in snapshots) per shard for consumers that
 /// read the event log by offset.
 pub const EVENT_LOG_RETAINED: usize = 100_000;
@@ -39,20 +43,20 @@ pub const EVENT_LOG_RETAINED: usize = 100_000;
 /// rebuilt exactly by replaying the journal.
 #[derive(Archive, Serialize, Deserialize, Debug, Default)]
 pub struct Durable {
-    users: HashMap<String, UserRec>,
+    users: Map<String, UserRec>,
     /// Lower-cased email -> user id.
-    emails: HashMap<String, String>,
-    refresh: HashMap<String, RefreshFamily>,
-    products: HashMap<String, ProductRec>,
-    stock: HashMap<String, Stock>,
+    emails: Map<String, String>,
+    refresh: Map<String, RefreshFamily>,
+    products: Map<String, ProductRec>,
+    stock: Map<String, Stock>,
     /// user id -> sku -> line.
-    carts: HashMap<String, HashMap<String, CartLine>>,
+    carts: Map<String, Map<String, CartLine>>,
     /// order id -> its reservations on this shard.
-    reservations: HashMap<String, Vec<ReservationRec>>,
-    sales: HashMap<String, (SaleRec, SaleCounts)>,
-    orders: HashMap<String, OrderRec>,
+    reservations: Map<String, Vec<ReservationRec>>,
+    sales: Map<String, (SaleRec, SaleCounts)>,
+    orders: Map<String, OrderRec>,
     /// (user id, idempotency key) -> first response.
-    idempotency: HashMap<(String, String), IdempotencyRec>,
+    idempotency: Map<(String, String), IdempotencyRec>,
     events: VecDeque<EventRec>,
     next_event_offset: u64,
 }
@@ -69,7 +73,7 @@ pub struct ShardData {
     /// (created_at, order id) of every order owned here.
     orders_by_time: BTreeSet<(Millis, String)>,
     /// user id -> (created_at, order id) of their orders.
-    orders_by_user: HashMap<String, BTreeSet<(Millis, String)>>,
+    orders_by_user: Map<String, BTreeSet<(Millis, String)>>,
 }
 
 impl ShardData {
@@ -195,7 +199,7 @@ impl ShardData {
             Change::SaleCreated(sale) => {
                 let counts = SaleCounts {
                     remaining: sale.quantity,
-                    held_by_user: HashMap::new(),
+                    held_by_user: Map::default(),
                 };
                 self.d.sales.insert(sale.id.clone(), (sale, counts));
             }

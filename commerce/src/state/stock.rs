@@ -5,8 +5,6 @@
 //! `on_hand`) or releases them. A reservation nobody settles is released by
 //! its own shard [`RESERVATION_GRACE_MS`] after its order's expiry.
 
-use std::collections::HashMap;
-
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::change::Change;
@@ -26,7 +24,7 @@ pub struct SaleCounts {
     /// Units left in the pool.
     pub remaining: u32,
     /// Units each user holds (pending or paid).
-    pub held_by_user: HashMap<String, u32>,
+    pub held_by_user: super::Map<String, u32>,
 }
 
 /// A reservation request for one order on one shard.
@@ -221,7 +219,12 @@ impl ShardData {
             Some(sale_id) => {
                 if let Some((_, c)) = self.d.sales.get_mut(sale_id) {
                     c.remaining = c.remaining.saturating_sub(r.quantity);
-                    *c.held_by_user.entry(r.user_id.clone()).or_default() += r.quantity;
+                    match c.held_by_user.get_mut(&r.user_id) {
+                        Some(held) => *held += r.quantity,
+                        None => {
+                            c.held_by_user.insert(r.user_id.clone(), r.quantity);
+                        }
+                    }
                 }
             }
             None => {
