@@ -3,7 +3,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["proto/rayltics/node/v1/node.proto"];
+    let protos = [
+        "proto/rayltics/node/v1/node.proto",
+        "proto/rayltics/events/v1/events.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

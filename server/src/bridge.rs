@@ -34,6 +34,15 @@ pub enum ShardCall {
         /// `(owner, answered_by, shard_count)`.
         reply: oneshot::Sender<(ShardId, ShardId, usize)>,
     },
+    /// Read the receiving shard's event log after `after` (at most `max`).
+    ReadEvents {
+        /// Exclusive start offset.
+        after: u64,
+        /// Most events.
+        max: usize,
+        /// The page.
+        reply: oneshot::Sender<crate::events::LogPage>,
+    },
 }
 
 /// The sidecar's handle to every shard's inbox (node-wide, `Send`).

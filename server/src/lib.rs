@@ -17,6 +17,7 @@
 //!   each shard's store start-up, admin bootstrap, expiry sweeps.
 //! - [`bridge`] / [`sidecar`]: typed channels to and from the tokio sidecar,
 //!   which serves gRPC (health, reflection, `rayltics.node.v1`).
+//! - [`events`]: the embedded event log's wire format (Protobuf payloads).
 //! - [`metrics`]: Prometheus families with per-shard labels.
 //! - [`telemetry`]: the tracing subscriber.
 //!
@@ -32,6 +33,7 @@ pub mod api;
 pub mod bridge;
 pub mod commerce;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod node;

@@ -177,6 +177,15 @@ async fn serve_sidecar_calls(router: ShardRouter, mut inbox: mpsc::UnboundedRece
                         let _ = reply.send((owner, answered_by, router.shard_count()));
                     }
                 }
+                ShardCall::ReadEvents { after, max, reply } => {
+                    let (events, last_offset, first_offset) =
+                        router.local().store.read().events_after(after, max);
+                    let _ = reply.send(crate::events::LogPage {
+                        events: events.into_iter().map(crate::events::to_wire).collect(),
+                        last_offset,
+                        first_offset,
+                    });
+                }
             }
         });
     }

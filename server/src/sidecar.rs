@@ -2,8 +2,9 @@
 //! that need a tokio reactor (tonic today; sqlx, redis, mongodb later).
 //!
 //! It serves gRPC on `grpc_addr`: `grpc.health.v1.Health` (tonic-health),
-//! server reflection (v1 and v1alpha) and `rayltics.node.v1.NodeService`,
-//! whose calls go into the shards through [`ShardInboxes`]. Shards reach it
+//! server reflection (v1 and v1alpha), `rayltics.node.v1.NodeService` and
+//! `rayltics.events.v1.EventLog`, whose calls go into the shards through
+//! [`ShardInboxes`]. Shards reach it
 //! through [`SidecarHandle`].
 
 use std::net::SocketAddr;
@@ -13,6 +14,8 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
+use rayltics_proto::events::v1::event_log_server::{EventLog, EventLogServer};
+use rayltics_proto::events::v1::{ReadRequest, ReadResponse};
 use rayltics_proto::node::v1::node_service_server::{NodeService, NodeServiceServer};
 use rayltics_proto::node::v1::{WhoOwnsRequest, WhoOwnsResponse};
 
@@ -97,6 +100,7 @@ async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
+    health.set_serving::<EventLogServer<EventLogApi>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(rayltics_proto::FILE_DESCRIPTOR_SET)
@@ -110,6 +114,9 @@ async fn run(
                 return;
             }
         };
+    let events = EventLogServer::new(EventLogApi {
+        shards: shards.clone(),
+    });
     let node = NodeServiceServer::new(NodeApi {
         shards,
         next: AtomicUsize::new(0),
@@ -120,6 +127,7 @@ async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(node)
+        .add_service(events)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             async {
@@ -127,7 +135,7 @@ async fn run(
             },
         );
     let _ = ready.send(Ok(bound));
-    tracing::info!(addr = %bound, "grpc serving (health, reflection, rayltics.node.v1)");
+    tracing::info!(addr = %bound, "grpc serving (health, reflection, rayltics.node.v1, rayltics.events.v1)");
 
     let calls_loop = async {
         while let Some(call) = calls.recv().await {
@@ -181,6 +189,54 @@ impl NodeService for NodeApi {
             owner_shard: owner as u32,
             answered_by: answered_by as u32,
             shard_count: count as u32,
+        }))
+    }
+}
+
+/// `rayltics.events.v1.EventLog`: each shard answers for its own log.
+#[derive(Debug)]
+struct EventLogApi {
+    shards: ShardInboxes,
+}
+
+#[tonic::async_trait]
+impl EventLog for EventLogApi {
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let r = request.into_inner();
+        let count = self.shards.len();
+        let shard = usize::try_from(r.shard).unwrap_or(usize::MAX);
+        if shard >= count {
+            return Err(Status::invalid_argument(format!(
+                "shard must be below the shard count {count}"
+            )));
+        }
+        let max = match r.max_events {
+            0 => 100,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        if max > crate::events::MAX_READ {
+            return Err(Status::invalid_argument(format!(
+                "max_events must be at most {}",
+                crate::events::MAX_READ
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        let call = ShardCall::ReadEvents {
+            after: r.after_offset,
+            max,
+            reply,
+        };
+        if !self.shards.send(shard, call) {
+            return Err(Status::unavailable("the node is shutting down"));
+        }
+        let page = rx
+            .await
+            .map_err(|_| Status::unavailable("the node is shutting down"))?;
+        Ok(Response::new(ReadResponse {
+            events: page.events,
+            last_offset: page.last_offset,
+            first_offset: page.first_offset,
+            shard_count: u32::try_from(count).unwrap_or(u32::MAX),
         }))
     }
 }

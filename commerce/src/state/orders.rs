@@ -156,8 +156,8 @@ impl ShardData {
     }
 
     /// Events of this shard's log after `offset` (at most `limit`), oldest
-    /// first, and the offset the log has reached.
-    pub fn events_after(&self, offset: u64, limit: usize) -> (Vec<EventRec>, u64) {
+    /// first; the last offset the log has reached; the oldest one retained.
+    pub fn events_after(&self, offset: u64, limit: usize) -> (Vec<EventRec>, u64, u64) {
         let first = self.d.events.front().map_or(0, |e| e.offset);
         let skip = usize::try_from(offset.saturating_add(1).saturating_sub(first)).unwrap_or(0);
         let items = self
@@ -168,7 +168,7 @@ impl ShardData {
             .take(limit)
             .cloned()
             .collect();
-        (items, self.d.next_event_offset.saturating_sub(1))
+        (items, self.d.next_event_offset.saturating_sub(1), first)
     }
 
     /// The event record for the `i`-th event of the batch being planned.

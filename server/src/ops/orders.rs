@@ -183,7 +183,8 @@ async fn place(state: &ShardState, p: PlaceOrder) -> DomainResult<OpReply> {
         expires_at,
     };
     let body = views::order_json(&order);
-    let mut changes = state.store.read().plan_order_put(order, body.clone(), now);
+    let payload = crate::events::order_payload(&order);
+    let mut changes = state.store.read().plan_order_put(order, payload, now);
     changes.push(guard.record(201, body.clone(), now));
     if from_cart {
         changes.push(Change::CartCleared {
@@ -274,8 +275,11 @@ async fn finish(state: &ShardState, id: &str, status: OrderStatus) -> DomainResu
     }
     let now = state.shared.clock.now_ms();
     let order = state.store.read().transition(id, status, now)?;
-    let body = views::order_json(&order);
-    let changes = state.store.read().plan_order_put(order.clone(), body, now);
+    let payload = crate::events::order_payload(&order);
+    let changes = state
+        .store
+        .read()
+        .plan_order_put(order.clone(), payload, now);
     state.store.commit(changes).await?;
     Ok(order)
 }

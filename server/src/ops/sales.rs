@@ -102,7 +102,8 @@ async fn purchase(state: &ShardState, p: Purchase) -> DomainResult<OpReply> {
         expires_at,
     };
     let body = views::order_json(&order);
-    let mut changes = state.store.read().plan_order_put(order, body.clone(), now);
+    let payload = crate::events::order_payload(&order);
+    let mut changes = state.store.read().plan_order_put(order, payload, now);
     changes.push(guard.record(201, body.clone(), now));
     if let Err(e) = state.store.commit(changes).await {
         let release = Op::Settle {
