@@ -97,4 +97,10 @@ pub enum Change {
     },
     /// An event appended to the shard's event log.
     Event(EventRec),
+    /// Idempotency records older than `before` are forgotten (API.md keeps
+    /// them at least 24 h).
+    IdempotencyExpired {
+        /// Records with `at < before` go.
+        before: Millis,
+    },
 }

@@ -22,6 +22,8 @@ use crate::service::ShardState;
 
 /// How often a shard looks for expired orders and reservations.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Sweeps between two scans for idempotency records past their TTL (~1 min).
+const IDEMPOTENCY_SWEEP_TICKS: u64 = 600;
 /// Most expirations one sweep starts.
 const SWEEP_BATCH: usize = 256;
 
@@ -169,9 +171,19 @@ pub async fn bootstrap_admin(state: &Rc<ShardState>) -> anyhow::Result<()> {
 /// Runs forever on a shard: expires overdue orders and reservations and
 /// writes snapshots when due.
 pub async fn sweep(state: Rc<ShardState>) {
+    let mut ticks: u64 = 0;
     loop {
         monoio::time::sleep(SWEEP_INTERVAL).await;
+        ticks += 1;
         let now = state.shared.clock.now_ms();
+        if ticks.is_multiple_of(IDEMPOTENCY_SWEEP_TICKS) {
+            let expiry = state.store.read().plan_idempotency_expiry(now);
+            if let Some(change) = expiry
+                && let Err(e) = state.store.commit(vec![change]).await
+            {
+                tracing::warn!(shard = state.id, error = %e, "cannot expire idempotency records");
+            }
+        }
         let orders = state.store.read().overdue_orders(now, SWEEP_BATCH);
         for id in orders {
             let state = state.clone();

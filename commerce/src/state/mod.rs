@@ -211,6 +211,9 @@ impl ShardData {
             Change::IdempotencySaved { user_id, key, rec } => {
                 self.d.idempotency.insert((user_id, key), rec);
             }
+            Change::IdempotencyExpired { before } => {
+                self.d.idempotency.retain(|_, r| r.at >= before);
+            }
             Change::Event(e) => {
                 self.d.next_event_offset = e.offset + 1;
                 self.d.events.push_back(e);

@@ -146,6 +146,20 @@ impl ShardData {
             .get(&(user_id.to_owned(), key.to_owned()))
     }
 
+    /// How long idempotency records are kept (API.md: at least 24 h).
+    pub const IDEMPOTENCY_TTL_MS: Millis = 24 * 3_600_000;
+
+    /// The change that forgets idempotency records past their TTL at `now`,
+    /// if there are any.
+    pub fn plan_idempotency_expiry(&self, now: Millis) -> Option<Change> {
+        let before = now.saturating_sub(Self::IDEMPOTENCY_TTL_MS);
+        self.d
+            .idempotency
+            .values()
+            .any(|r| r.at < before)
+            .then_some(Change::IdempotencyExpired { before })
+    }
+
     /// Records the first response under a user's idempotency key.
     pub fn plan_idempotency(&self, user_id: &str, key: &str, rec: IdempotencyRec) -> Change {
         Change::IdempotencySaved {
@@ -190,5 +204,36 @@ impl ShardData {
             at: now,
             payload,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(user: &str, key: &str, at: Millis) -> Change {
+        Change::IdempotencySaved {
+            user_id: user.into(),
+            key: key.into(),
+            rec: IdempotencyRec {
+                fingerprint: [0; 32],
+                status: 201,
+                body: Vec::new(),
+                at,
+            },
+        }
+    }
+
+    #[test]
+    fn idempotency_records_expire_after_a_day() {
+        let mut s = ShardData::new();
+        let day = ShardData::IDEMPOTENCY_TTL_MS;
+        s.apply(saved("u", "old", 1_000));
+        s.apply(saved("u", "new", 1_000 + day));
+        assert_eq!(s.plan_idempotency_expiry(1_000 + day), None);
+        let expire = s.plan_idempotency_expiry(2_000 + day).expect("one is old");
+        s.apply(expire);
+        assert!(s.idempotent("u", "old").is_none());
+        assert!(s.idempotent("u", "new").is_some());
     }
 }
