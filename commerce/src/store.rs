@@ -65,11 +65,7 @@ impl Store {
             ),
             None => (ShardData::new(), 0),
         };
-        let mut replayed = 0;
-        for rec in recovered.records() {
-            data.apply(rec.deserialize()?);
-            replayed += 1;
-        }
+        let replayed = replay(&recovered, &mut data)?;
         let torn_bytes = recovered.torn_tail().map_or(0, |t| t.discarded);
         let report = RecoveryReport {
             snapshot_seq,
@@ -156,6 +152,46 @@ impl Store {
     pub async fn close(self) -> Result<(), rayltics_journal::Error> {
         self.journal.close().await
     }
+}
+
+/// Records decoded per hand-off from the decoding thread.
+const REPLAY_BATCH: usize = 4096;
+
+/// Replays every recovered record into `data`: a scoped thread decodes
+/// (validates and deserializes) batches of records while this thread applies
+/// the previous batch, so start-up costs about the larger of the two.
+fn replay(
+    recovered: &rayltics_journal::Recovered<Change>,
+    data: &mut ShardData,
+) -> Result<usize, rayltics_journal::Error> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Change>>(4);
+    std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || -> Result<(), rayltics_journal::Error> {
+            let mut batch = Vec::with_capacity(REPLAY_BATCH);
+            for rec in recovered.records() {
+                batch.push(rec.deserialize()?);
+                if batch.len() == REPLAY_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH));
+                    if tx.send(full).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            let _ = tx.send(batch);
+            Ok(())
+        });
+        let mut replayed = 0;
+        for batch in rx {
+            replayed += batch.len();
+            for change in batch {
+                data.apply(change);
+            }
+        }
+        match decoder.join() {
+            Ok(result) => result.map(|()| replayed),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 fn unavailable(e: rayltics_journal::Error) -> DomainError {
