@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite the way CI does: installs what is missing, starts
 # the local backends (PostgreSQL, Redis, a Kafka-protocol broker, a
-# MongoDB-wire server) under target/infra, then formatting, lints, tests and a bench smoke run against a live node.
+# MongoDB-wire server) under target/infra, then formatting, lints, tests, and
+# against a live node: schemathesis (scripts/schemathesis.sh) and a bench smoke run.
 #
 #   RAYLTICS_TEST_BACKENDS=pg,redis   start only these (default: all four)
 #   RAYLTICS_TEST_BACKENDS=none       start none (tests that need one fail)
@@ -36,6 +37,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
 cargo test --workspace --locked
+
+step "schemathesis"
+scripts/schemathesis.sh
 
 step "bench smoke"
 scripts/bench-smoke.sh

@@ -5,6 +5,7 @@
 //! drawn to hash there), so login, refresh and profile each take one hop.
 
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use rayltics_commerce::DomainError;
 use rayltics_commerce::auth::{AuthError, Claims, RefreshToken, Role};
@@ -12,27 +13,47 @@ use rayltics_commerce::model::{ROLE_ADMIN, ROLE_CUSTOMER, UserRec};
 use rayltics_commerce::{ids, model};
 use rayltics_net::Response;
 
+use super::openapi::{PROBLEM_JSON, Problem};
 use super::{ApiError, ApiResult, Ctx, input, views};
 use crate::ops::{Op, OpReply, call, call_owner, unexpected};
 
-#[derive(Deserialize)]
+/// A new customer account.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterBody {
+#[schema(as = RegisterRequest, example = json!({
+    "email": "ada@example.com", "password": "correct-horse-battery", "name": "Ada Lovelace"
+}))]
+pub(super) struct RegisterBody {
+    /// Stored lower-cased; must be unique.
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     email: String,
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
+    /// Display name, trimmed; no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     name: String,
 }
 
-#[derive(Deserialize)]
+/// Credentials.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+#[schema(as = LoginRequest, example = json!({"email": "ada@example.com", "password": "correct-horse-battery"}))]
+pub(super) struct LoginBody {
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    #[schema(max_length = 1024)]
     password: String,
 }
 
-#[derive(Deserialize)]
+/// A refresh token from a session.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefreshBody {
+#[schema(as = RefreshRequest)]
+pub(super) struct RefreshBody {
     refresh_token: String,
 }
 
@@ -48,7 +69,23 @@ fn hasher_error(e: AuthError) -> ApiError {
     }
 }
 
-/// POST /api/v1/auth/register
+/// Registers a customer and starts a session.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    operation_id = "register",
+    tag = "auth",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered; a new session", body = views::Session<'static>),
+        (status = 400, description = "`bad_request`: malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`email_taken`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed`: a field breaks its rule (named in `detail`)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 429, description = "`rate_limited`: password hashing is saturated; see `Retry-After`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn register(ctx: &Ctx<'_>) -> ApiResult {
     let body: RegisterBody = input::json(ctx.req)?;
     let email = input::email(&body.email)?;
@@ -82,7 +119,23 @@ pub(super) async fn register(ctx: &Ctx<'_>) -> ApiResult {
     }
 }
 
-/// POST /api/v1/auth/login
+/// Logs in: a new session.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    operation_id = "login",
+    tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "A new session", body = views::Session<'static>),
+        (status = 400, description = "`bad_request`: malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "`invalid_credentials`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed`: not a `{email, password}` object", body = Problem, content_type = PROBLEM_JSON),
+        (status = 429, description = "`rate_limited`: too many attempts from this address; see `Retry-After`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn login(ctx: &Ctx<'_>) -> ApiResult {
     let body: LoginBody = input::json(ctx.req)?;
     let email = input::email(&body.email).map_err(|_| DomainError::InvalidCredentials)?;
@@ -135,7 +188,25 @@ pub(super) async fn login(ctx: &Ctx<'_>) -> ApiResult {
     }
 }
 
-/// POST /api/v1/auth/refresh
+/// Rotates a refresh token.
+///
+/// Answers with a new access token and refresh token. Re-use of a rotated
+/// token is refused and revokes its whole family.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    operation_id = "refresh",
+    tag = "auth",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new token pair", body = views::Session<'static>),
+        (status = 400, description = "`bad_request`: malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "`unauthorized`: unknown, revoked or re-used refresh token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed`: not a `{refresh_token}` object", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn refresh(ctx: &Ctx<'_>) -> ApiResult {
     let body: RefreshBody = input::json(ctx.req)?;
     let presented = RefreshToken::parse(&body.refresh_token)
@@ -154,7 +225,23 @@ pub(super) async fn refresh(ctx: &Ctx<'_>) -> ApiResult {
     }
 }
 
-/// POST /api/v1/auth/logout
+/// Logs out.
+///
+/// Revokes the refresh token's family. Unknown tokens are ignored.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    operation_id = "logout",
+    tag = "auth",
+    request_body = RefreshBody,
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 400, description = "`bad_request`: malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed`: not a `{refresh_token}` object", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn logout(ctx: &Ctx<'_>) -> ApiResult {
     let body: RefreshBody = input::json(ctx.req)?;
     if let Some(t) = RefreshToken::parse(&body.refresh_token).filter(|t| ids::is_id(&t.user_id)) {
@@ -168,7 +255,20 @@ pub(super) async fn logout(ctx: &Ctx<'_>) -> ApiResult {
     Ok(Response::new(204))
 }
 
-/// GET /api/v1/me
+/// The caller's account.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    operation_id = "get_me",
+    tag = "auth",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The caller", body = views::UserView<'static>),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`not_found`: the token's user no longer exists", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn me(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let op = Op::GetUser {

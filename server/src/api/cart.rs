@@ -2,18 +2,24 @@
 //! asks the SKU's shard for the product (it must exist) and its price.
 
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use rayltics_commerce::DomainError;
 use rayltics_commerce::state::CartLine;
 use rayltics_net::Response;
 
 use super::input::MAX_LINE_QUANTITY;
+use super::openapi::{PROBLEM_JSON, Problem};
 use super::{ApiResult, Ctx, input, views};
 use crate::ops::{Op, OpReply, call_owner, unexpected};
 
-#[derive(Deserialize)]
+/// A cart line's new quantity.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutBody {
+#[schema(as = PutCartItemRequest, example = json!({"quantity": 2}))]
+pub(super) struct PutBody {
+    /// Units; 0 removes the line.
+    #[schema(minimum = 0, maximum = 10_000)]
     quantity: i64,
 }
 
@@ -24,7 +30,19 @@ fn cart_response(reply: OpReply) -> ApiResult {
     }
 }
 
-/// GET /api/v1/cart
+/// The caller's cart.
+#[utoipa::path(
+    get,
+    path = "/api/v1/cart",
+    operation_id = "get_cart",
+    tag = "cart",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The cart", body = views::CartView),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let op = Op::GetCart {
@@ -33,7 +51,26 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     cart_response(call_owner(ctx.router, &caller.user_id, op).await?)
 }
 
-/// PUT /api/v1/cart/items/{sku}
+/// Sets the quantity of a SKU in the caller's cart.
+///
+/// At the product's current price; 0 removes the line.
+#[utoipa::path(
+    put,
+    path = "/api/v1/cart/items/{sku}",
+    operation_id = "put_cart_item",
+    tag = "cart",
+    security(("bearerAuth" = [])),
+    params(("sku" = String, Path, description = "The SKU", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    request_body = PutBody,
+    responses(
+        (status = 200, description = "The cart", body = views::CartView),
+        (status = 400, description = "`bad_request`: malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed`: unknown SKU, or `quantity` out of range", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn put(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let sku = ctx.param("sku");
@@ -44,7 +81,21 @@ pub(super) async fn put(ctx: &Ctx<'_>) -> ApiResult {
     set_line(ctx, &caller.user_id, sku, quantity).await
 }
 
-/// DELETE /api/v1/cart/items/{sku}
+/// Removes a SKU from the caller's cart.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cart/items/{sku}",
+    operation_id = "delete_cart_item",
+    tag = "cart",
+    security(("bearerAuth" = [])),
+    params(("sku" = String, Path, description = "The SKU", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The cart", body = views::CartView),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed`: not a SKU", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn delete(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let sku = ctx.param("sku");

@@ -9,11 +9,14 @@
 //! - `auth`, `catalog`, `cart`, `orders`, `sales`: the handlers.
 //! - `input`: body and query parsing, field validation.
 //! - `views`: the JSON shapes.
+//! - `openapi`: the OpenAPI 3.1 document of all of the above (utoipa
+//!   annotations on the handlers and shapes), served at `/openapi.json`.
 
 mod auth;
 mod cart;
 mod catalog;
 mod input;
+pub mod openapi;
 mod orders;
 mod sales;
 pub mod views;
@@ -80,11 +83,11 @@ pub enum Route {
     AdvanceClock,
 }
 
-/// Adds the API's routes to `router`.
-pub fn routes<T: From<Route>>(router: Router<T>) -> Router<T> {
+/// The API's routes: method, path pattern, route. The operations of the
+/// OpenAPI document (`openapi`) are these, less `/debug/*`.
+pub const ROUTES: [(Method, &str, Route); 24] = {
     use Method::{Delete, Get, Patch, Post, Put};
-    const V1: &str = "/api/v1";
-    let table: [(Method, &'static str, Route); 24] = [
+    [
         (Post, "/api/v1/auth/register", Route::Register),
         (Post, "/api/v1/auth/login", Route::Login),
         (Post, "/api/v1/auth/refresh", Route::Refresh),
@@ -113,9 +116,17 @@ pub fn routes<T: From<Route>>(router: Router<T>) -> Router<T> {
         (Get, "/api/v1/flash-sales/{id}", Route::GetSale),
         (Post, "/api/v1/flash-sales/{id}/purchase", Route::Purchase),
         (Post, "/debug/clock", Route::AdvanceClock),
-    ];
-    debug_assert!(table.iter().take(23).all(|(_, p, _)| p.starts_with(V1)));
-    table
+    ]
+};
+
+/// Adds the API's routes to `router`.
+pub fn routes<T: From<Route>>(router: Router<T>) -> Router<T> {
+    debug_assert!(
+        ROUTES
+            .iter()
+            .all(|(_, p, _)| p.starts_with("/api/v1/") || p.starts_with("/debug/"))
+    );
+    ROUTES
         .into_iter()
         .fold(router, |r, (m, p, route)| r.route(m, p, route.into()))
 }

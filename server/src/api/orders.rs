@@ -5,6 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::future::join_all;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use rayltics_commerce::model::OrderRec;
 use rayltics_commerce::state::ReserveLine;
@@ -12,28 +13,45 @@ use rayltics_commerce::{DomainError, Millis, ids};
 use rayltics_net::Response;
 
 use super::input::{MAX_LINE_QUANTITY, MAX_ORDER_LINES};
+use super::openapi::{PROBLEM_JSON, Problem};
 use super::{ApiError, ApiResult, Ctx, input, views};
 use crate::ops::{Op, OpReply, PlaceOrder, call, call_owner, unexpected};
 
-#[derive(Deserialize)]
+/// An order: either `items`, or `from_cart: true` (the caller's cart, which
+/// is then emptied), not both.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PlaceBody {
+#[schema(as = PlaceOrderRequest, example = json!({"items": [{"sku": "TSHIRT-RED-M", "quantity": 2}]}))]
+pub(super) struct PlaceBody {
+    /// The lines; a SKU given twice is merged.
+    #[schema(min_items = 1, max_items = 100)]
     items: Option<Vec<LineBody>>,
+    /// Order the cart's lines instead.
     #[serde(default)]
     from_cart: bool,
 }
 
-#[derive(Deserialize)]
+/// One line of a new order.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LineBody {
+#[schema(as = OrderLineRequest)]
+pub(super) struct LineBody {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     sku: String,
+    #[schema(minimum = 1, maximum = 10_000)]
     quantity: i64,
 }
 
-#[derive(Deserialize)]
+/// A (test) payment.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PayBody {
+#[schema(as = PayOrderRequest, example = json!({"payment_method": "test_card", "card_number": "4242424242424242"}))]
+pub(super) struct PayBody {
+    /// Only `test_card`.
+    #[schema(pattern = "^test_card$")]
     payment_method: String,
+    /// 12 to 19 digits; `4000000000000002` is declined.
+    #[schema(pattern = "^[0-9]{12,19}$")]
     card_number: String,
 }
 
@@ -47,7 +65,33 @@ pub(super) fn stored(reply: OpReply) -> ApiResult {
     }
 }
 
-/// POST /api/v1/orders
+/// Places an order.
+///
+/// Reserves the stock of every line (all or nothing) and answers with the
+/// `pending` order, to be paid before `expires_at`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    operation_id = "place_order",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(("Idempotency-Key" = String, Header, description = "Client-chosen key: the same key and body replay the first response (kept at least 24 h, per user)", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
+    request_body = PlaceBody,
+    responses(
+        (status = 201, description = "The pending order (or the replay of the key's first answer)",
+            body = views::OrderView<'static>, links(
+            ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))),
+            ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))),
+            ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 400, description = "`bad_request`: malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`out_of_stock` (nothing reserved), or `idempotency_in_progress`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed` (bad lines, unknown SKU, empty cart, missing `Idempotency-Key`), or `idempotency_conflict`: the key was used with another body", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn place(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let key = input::idempotency_key(ctx.req)?;
@@ -122,7 +166,21 @@ fn order_response(reply: OpReply) -> ApiResult {
     }
 }
 
-/// GET /api/v1/orders/{id}
+/// An order of the caller (any order for an admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    operation_id = "get_order",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The order id", format = "uuid")),
+    responses(
+        (status = 200, description = "The order", body = views::OrderView<'static>),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`not_found`: no such order, or not the caller's", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let id = order_id(ctx)?;
@@ -133,7 +191,29 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     order_response(call_owner(ctx.router, &id, op).await?)
 }
 
-/// POST /api/v1/orders/{id}/pay
+/// Pays a pending order.
+///
+/// `paid`, or `payment_failed` (stock released) for the declined test card
+/// `4000000000000002`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/pay",
+    operation_id = "pay_order",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The order id", format = "uuid")),
+    request_body = PayBody,
+    responses(
+        (status = 200, description = "The order, `paid` or `payment_failed`", body = views::OrderView<'static>),
+        (status = 400, description = "`bad_request`: malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`not_found`: no such order, or not the caller's", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`order_not_pending` (also when it just expired), `order_busy`, `reservation_released`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed`: bad `payment_method` or `card_number`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn pay(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let id = order_id(ctx)?;
@@ -154,7 +234,22 @@ pub(super) async fn pay(ctx: &Ctx<'_>) -> ApiResult {
     order_response(call_owner(ctx.router, &id, op).await?)
 }
 
-/// POST /api/v1/orders/{id}/cancel
+/// Cancels a pending order and releases its stock.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/cancel",
+    operation_id = "cancel_order",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The order id", format = "uuid")),
+    responses(
+        (status = 200, description = "The `cancelled` order", body = views::OrderView<'static>),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`not_found`: no such order, or not the caller's", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`order_not_pending`, `order_busy`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn cancel(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let id = order_id(ctx)?;
@@ -165,7 +260,29 @@ pub(super) async fn cancel(ctx: &Ctx<'_>) -> ApiResult {
     order_response(call_owner(ctx.router, &id, op).await?)
 }
 
-/// GET /api/v1/orders: mine, or (admin) everyone's or `?user_id=`'s.
+/// Lists orders, newest first.
+///
+/// The caller's own; an admin sees everyone's, or one user's with
+/// `user_id`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    operation_id = "list_orders",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size; default 20", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", max_length = 256),
+        ("user_id" = Option<String>, Query, description = "Only this user's orders (admin, or the caller's own id)", format = "uuid"),
+    ),
+    responses(
+        (status = 200, description = "A page of orders", body = views::Page<views::OrderView<'static>>),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "`forbidden`: `user_id` of another user, and not an admin", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed`: an unknown, repeated or invalid query parameter", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let q = input::query(ctx.req, &["limit", "cursor", "user_id"])?;

@@ -2,6 +2,7 @@
 //! hash there); a purchase is coordinated by the buyer's shard.
 
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use rayltics_commerce::clock::parse_rfc3339;
 use rayltics_commerce::model::SaleRec;
@@ -9,24 +10,43 @@ use rayltics_commerce::{DomainError, MAX_STOCK, ids};
 use rayltics_net::Response;
 
 use super::input::MAX_LINE_QUANTITY;
+use super::openapi::{PROBLEM_JSON, Problem};
 use super::orders::stored;
 use super::{ApiError, ApiResult, Ctx, input, views};
 use crate::ops::{Op, OpReply, Purchase, call_owner, unexpected};
 
-#[derive(Deserialize)]
+/// A new flash sale of an existing product.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+#[schema(as = CreateFlashSaleRequest, example = json!({
+    "sku": "TSHIRT-RED-M", "quantity": 300, "price_cents": 999,
+    "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z", "per_user_limit": 2
+}))]
+pub(super) struct CreateBody {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     sku: String,
+    /// Units for sale (a pool of its own, apart from the product's stock).
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     quantity: i64,
+    /// Sale unit price, minor units of the product's currency.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     price_cents: i64,
+    #[schema(format = DateTime)]
     starts_at: String,
+    /// After `starts_at`.
+    #[schema(format = DateTime)]
     ends_at: String,
+    /// Most units one user may hold.
+    #[schema(minimum = 1, maximum = 10_000)]
     per_user_limit: i64,
 }
 
-#[derive(Deserialize)]
+/// A purchase in a flash sale.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PurchaseBody {
+#[schema(as = PurchaseRequest, example = json!({"quantity": 1}))]
+pub(super) struct PurchaseBody {
+    #[schema(minimum = 1, maximum = 10_000)]
     quantity: i64,
 }
 
@@ -46,7 +66,27 @@ fn sale_response(status: u16, reply: OpReply) -> ApiResult {
     }
 }
 
-/// POST /api/v1/flash-sales (admin)
+/// Creates a flash sale (admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/flash-sales",
+    operation_id = "create_flash_sale",
+    tag = "flash-sales",
+    security(("bearerAuth" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = views::SaleView<'static>, links(
+            ("get_flash_sale" = (operation_id = "get_flash_sale", parameters(("id" = "$response.body#/id")))),
+            ("purchase" = (operation_id = "purchase", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 400, description = "`bad_request`: malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "`forbidden`: not an admin", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed`: a field breaks its rule, or unknown SKU", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn create(ctx: &Ctx<'_>) -> ApiResult {
     ctx.admin()?;
     let b: CreateBody = input::json(ctx.req)?;
@@ -87,7 +127,19 @@ fn sale_id(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     Ok(id.to_owned())
 }
 
-/// GET /api/v1/flash-sales/{id}
+/// A flash sale, with its current `remaining`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/flash-sales/{id}",
+    operation_id = "get_flash_sale",
+    tag = "flash-sales",
+    params(("id" = String, Path, description = "The flash sale id", format = "uuid")),
+    responses(
+        (status = 200, description = "The sale", body = views::SaleView<'static>),
+        (status = 404, description = "`not_found`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     let id = sale_id(ctx)?;
     sale_response(
@@ -96,7 +148,34 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     )
 }
 
-/// POST /api/v1/flash-sales/{id}/purchase
+/// Buys in a flash sale.
+///
+/// Answers with a `pending` order at the sale price, stock reserved.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flash-sales/{id}/purchase",
+    operation_id = "purchase",
+    tag = "flash-sales",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The flash sale id", format = "uuid"), ("Idempotency-Key" = String, Header, description = "Client-chosen key: the same key and body replay the first response (kept at least 24 h, per user)", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
+    request_body = PurchaseBody,
+    responses(
+        (status = 201, description = "The pending order (or the replay of the key's first answer)",
+            body = views::OrderView<'static>, links(
+            ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))),
+            ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))),
+            ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 400, description = "`bad_request`: malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "`limit_exceeded`: over the sale's `per_user_limit`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`not_found`: no such sale", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`sold_out`, `sale_not_active`, or `idempotency_in_progress`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation_failed` (bad `quantity`, missing `Idempotency-Key`), or `idempotency_conflict`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn purchase(ctx: &Ctx<'_>) -> ApiResult {
     let caller = ctx.caller()?;
     let sale_id = sale_id(ctx)?;

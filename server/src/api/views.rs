@@ -2,18 +2,25 @@
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use rayltics_commerce::clock::rfc3339;
 use rayltics_commerce::model::{Line, OrderRec, ProductRec, SaleRec, Stock, UserRec};
 use rayltics_commerce::state::CartLine;
 
-/// `user`.
-#[derive(Debug, Serialize)]
+use super::openapi::{LineSchema, OrderStatus, Role, TokenType};
+
+/// A user account (API.md `user`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView<'a> {
+    #[schema(format = "uuid")]
     id: &'a str,
     email: &'a str,
     name: &'a str,
+    #[schema(value_type = Role)]
     role: &'static str,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -33,7 +40,7 @@ pub fn user(u: &UserRec) -> UserView<'_> {
 }
 
 /// The answer to register, login and refresh.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Session<'a> {
     /// The user.
     pub user: UserView<'a>,
@@ -42,24 +49,34 @@ pub struct Session<'a> {
     /// Opaque refresh token.
     pub refresh_token: String,
     /// Always `Bearer`.
+    #[schema(value_type = TokenType)]
     pub token_type: &'static str,
     /// Access token lifetime, seconds.
     pub expires_in: i64,
 }
 
-/// `product`.
-#[derive(Debug, Serialize)]
+/// A product with its available stock (API.md `product`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Product)]
 pub struct ProductView<'a> {
     sku: &'a str,
     name: &'a str,
     description: &'a str,
+    /// Unit price in minor units of `currency`.
     price_cents: i64,
+    /// ISO 4217 code, e.g. `USD`.
     currency: &'a str,
     category: &'a str,
+    /// Free-form JSON object given at creation.
     #[serde(serialize_with = "raw_json_object")]
+    #[schema(value_type = Object)]
     attributes: &'a str,
+    /// Units that can still be ordered (on hand minus reserved, at least 0).
+    #[schema(minimum = 0)]
     stock_available: i64,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -88,8 +105,9 @@ fn raw_json_object<S: serde::Serializer>(text: &&str, s: S) -> Result<S::Ok, S::
     }
 }
 
-/// `inventory`.
-#[derive(Debug, Serialize)]
+/// A SKU's stock (API.md `inventory`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Inventory)]
 pub struct InventoryView<'a> {
     sku: &'a str,
     on_hand: i64,
@@ -107,9 +125,12 @@ pub fn inventory<'a>(sku: &'a str, s: &Stock) -> InventoryView<'a> {
     }
 }
 
-/// `cart`.
-#[derive(Debug, Serialize)]
+/// The caller's cart (API.md `cart`); `currency` of its first line, `USD`
+/// when empty.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Cart)]
 pub struct CartView {
+    #[schema(value_type = Vec<LineSchema>)]
     items: Vec<Line>,
     total_cents: i64,
     currency: String,
@@ -138,17 +159,26 @@ pub fn cart(lines: Vec<(String, CartLine)>) -> CartView {
     }
 }
 
-/// `order`.
-#[derive(Debug, Serialize)]
+/// An order (API.md `order`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
 pub struct OrderView<'a> {
+    #[schema(format = "uuid")]
     id: &'a str,
+    #[schema(format = "uuid")]
     user_id: &'a str,
+    #[schema(value_type = OrderStatus)]
     status: &'static str,
+    #[schema(value_type = Vec<LineSchema>)]
     items: &'a [Line],
     total_cents: i64,
     currency: &'a str,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
+    /// When a `pending` order expires unless paid.
+    #[schema(format = DateTime)]
     expires_at: String,
 }
 
@@ -173,15 +203,20 @@ pub fn order_json(o: &OrderRec) -> Vec<u8> {
     serde_json::to_vec(&order(o)).unwrap_or_default()
 }
 
-/// `flash sale`.
-#[derive(Debug, Serialize)]
+/// A flash sale (API.md `flash sale`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = FlashSale)]
 pub struct SaleView<'a> {
+    #[schema(format = "uuid")]
     id: &'a str,
     sku: &'a str,
     quantity: u32,
+    /// Units not yet reserved or sold.
     remaining: u32,
     price_cents: i64,
+    #[schema(format = DateTime)]
     starts_at: String,
+    #[schema(format = DateTime)]
     ends_at: String,
     per_user_limit: u32,
 }
@@ -200,11 +235,12 @@ pub fn sale(s: &SaleRec, remaining: u32) -> SaleView<'_> {
     }
 }
 
-/// `{items, next_cursor}`.
-#[derive(Debug, Serialize)]
+/// A page of a list: `{items, next_cursor}`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
     /// Cursor of the next page, `null` at the end.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }

@@ -30,6 +30,7 @@ enum Endpoint {
     Healthz,
     Readyz,
     Metrics,
+    OpenApi,
     ShardOf,
     Api(Route),
 }
@@ -56,6 +57,7 @@ impl App {
             .route(Method::Get, "/healthz", Endpoint::Healthz)
             .route(Method::Get, "/readyz", Endpoint::Readyz)
             .route(Method::Get, "/metrics", Endpoint::Metrics)
+            .route(Method::Get, "/openapi.json", Endpoint::OpenApi)
             .route(Method::Get, "/debug/shards/{key}", Endpoint::ShardOf);
         let routes = api::routes(routes);
         Self {
@@ -89,6 +91,7 @@ impl Handler for App {
                     Endpoint::Healthz => ops::healthz(),
                     Endpoint::Readyz => ops::readyz(&self.node, self.shard.shard_count()),
                     Endpoint::Metrics => ops::metrics(&self.metrics),
+                    Endpoint::OpenApi => api::openapi::response(),
                     Endpoint::ShardOf => {
                         ops::shard_of(&self.shard, params.get("key").unwrap_or_default()).await
                     }
