@@ -3,7 +3,8 @@
 //! Place: reserve every line on its SKU's shard (one message per shard, in
 //! parallel); if any shard refuses, release what the others reserved and
 //! answer 409 (nothing stays reserved). Then record the order, its event and
-//! the idempotency key in one commit. Pay / cancel / expire settle the
+//! the idempotency key in one commit. When every line lives on the user's
+//! shard, the reservations join that commit (one fdatasync per order). Pay / cancel / expire settle the
 //! reservations (sell or release) on the SKU shards, then record the new
 //! status. One transition per order at a time (an order-level guard).
 
@@ -125,18 +126,36 @@ async fn place(state: &ShardState, p: PlaceOrder) -> DomainResult<OpReply> {
             .or_default()
             .push(l.clone());
     }
-    let replies = join_all(by_shard.into_iter().map(|(shard, lines)| {
-        let op = Op::Reserve {
-            order_id: order_id.clone(),
-            user_id: p.user_id.clone(),
-            lines,
-            expires_at,
-        };
-        let router = router.clone();
-        async move { (shard, call(&router, shard, op).await) }
-    }))
-    .await;
-
+    // Every line on this shard: reserve and record the order in one commit
+    // (reservations first, so a torn tail never keeps the order alone).
+    let local_only = by_shard.len() == 1 && by_shard.contains_key(&state.id);
+    let (replies, mut changes) = if local_only {
+        let lines = by_shard.remove(&state.id).unwrap_or_default();
+        let planned = state
+            .store
+            .read()
+            .plan_reserve(&order_id, &p.user_id, &lines, expires_at);
+        match planned {
+            Ok((changes, priced, currency)) => (
+                vec![(state.id, Ok(OpReply::Reserved(priced, currency)))],
+                changes,
+            ),
+            Err(e) => return Err(e),
+        }
+    } else {
+        let replies = join_all(by_shard.into_iter().map(|(shard, lines)| {
+            let op = Op::Reserve {
+                order_id: order_id.clone(),
+                user_id: p.user_id.clone(),
+                lines,
+                expires_at,
+            };
+            let router = router.clone();
+            async move { (shard, call(&router, shard, op).await) }
+        }))
+        .await;
+        (replies, Vec::new())
+    };
     let mut reserved_on = Vec::new();
     let mut priced: Vec<Line> = Vec::with_capacity(lines.len());
     let mut currency: Option<String> = None;
@@ -184,7 +203,7 @@ async fn place(state: &ShardState, p: PlaceOrder) -> DomainResult<OpReply> {
     };
     let body = views::order_json(&order);
     let payload = crate::events::order_payload(&order);
-    let mut changes = state.store.read().plan_order_put(order, payload, now);
+    changes.extend(state.store.read().plan_order_put(order, payload, now));
     changes.push(guard.record(201, body.clone(), now));
     if from_cart {
         changes.push(Change::CartCleared {
@@ -192,7 +211,9 @@ async fn place(state: &ShardState, p: PlaceOrder) -> DomainResult<OpReply> {
         });
     }
     if let Err(e) = state.store.commit(changes).await {
-        release_on(state, &order_id, reserved_on).await;
+        if !local_only {
+            release_on(state, &order_id, reserved_on).await;
+        }
         return Err(e);
     }
     Ok(OpReply::Stored { status: 201, body })

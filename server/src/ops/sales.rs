@@ -2,7 +2,8 @@
 //! purchase runs on the buyer's shard: idempotency check, then one message
 //! to the sale's shard (window, per-user limit, pool decrement, all in one
 //! local step, durable before the reply), then the pending order at the sale
-//! price in one commit with its event and idempotency record.
+//! price in one commit with its event and idempotency record. When buyer and
+//! sale share a shard, reservation and order go into that one commit.
 
 use rayltics_commerce::model::{Line, OrderRec, OrderStatus};
 use rayltics_commerce::{DomainError, DomainResult, ids};
@@ -75,16 +76,34 @@ async fn purchase(state: &ShardState, p: Purchase) -> DomainResult<OpReply> {
     let order_id = ids::id_on_shard(state.id, state.shard_count);
     let router = state.router();
     let sale_shard = router.owner_of(p.sale_id.as_bytes());
-    let reserve = Op::SaleReserve {
-        sale_id: p.sale_id.clone(),
-        order_id: order_id.clone(),
-        user_id: p.user_id.clone(),
-        quantity: p.quantity,
-        expires_at,
-    };
-    let (items, currency) = match call(&router, sale_shard, reserve).await? {
-        OpReply::Reserved(items, currency) => (items, currency),
-        other => return Err(super::unexpected(other)),
+    // When the sale lives on this shard, its reservation and the order go
+    // into one commit (the reservation is appended first, so a torn tail
+    // can lose the order but never keep it without its units). Otherwise
+    // the sale's shard makes the reservation durable before we record the
+    // order.
+    let local = sale_shard == state.id;
+    let (items, currency, mut changes) = if local {
+        let (changes, sale) = state.store.read().plan_sale_reserve(
+            &p.sale_id, &order_id, &p.user_id, p.quantity, expires_at, now,
+        )?;
+        let line = Line {
+            sku: sale.sku,
+            quantity: p.quantity,
+            price_cents: sale.price_cents,
+        };
+        (vec![line], sale.currency, changes)
+    } else {
+        let reserve = Op::SaleReserve {
+            sale_id: p.sale_id.clone(),
+            order_id: order_id.clone(),
+            user_id: p.user_id.clone(),
+            quantity: p.quantity,
+            expires_at,
+        };
+        match call(&router, sale_shard, reserve).await? {
+            OpReply::Reserved(items, currency) => (items, currency, Vec::new()),
+            other => return Err(super::unexpected(other)),
+        }
     };
     let order = OrderRec {
         id: order_id.clone(),
@@ -103,9 +122,12 @@ async fn purchase(state: &ShardState, p: Purchase) -> DomainResult<OpReply> {
     };
     let body = views::order_json(&order);
     let payload = crate::events::order_payload(&order);
-    let mut changes = state.store.read().plan_order_put(order, payload, now);
+    changes.extend(state.store.read().plan_order_put(order, payload, now));
     changes.push(guard.record(201, body.clone(), now));
     if let Err(e) = state.store.commit(changes).await {
+        if local {
+            return Err(e);
+        }
         let release = Op::Settle {
             order_id,
             sold: false,
