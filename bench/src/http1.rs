@@ -4,13 +4,103 @@
 //!
 //! The parser keeps no buffer of its own: the connection feeds it whatever
 //! bytes it has, and it says how many it consumed and whether a response ended.
+//! Only when asked ([`ResponseParser::sniffing`]) does it keep the first bytes
+//! of 4xx/5xx bodies, to tell expected refusals (`sold_out`) from errors.
+//!
+//! Requests that differ from one another ([`KeyedPost`]: a bearer token per
+//! connection, an `Idempotency-Key` per request) are written from a fixed
+//! per-connection prefix, a decimal counter and a fixed suffix.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most headers a response may carry before it counts as a parse error.
 const MAX_HEADERS: usize = 32;
+/// Bytes of a 4xx/5xx body kept when sniffing (a problem+json `type` URI
+/// names its `code` within the first 64 bytes).
+const SNIFF: usize = 256;
 
 /// Encodes `GET path` with a `Host` header, as wrk and oha send it.
 pub(crate) fn encode_get(host: &str, path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+}
+
+/// A JSON `POST` sent by every connection with its own bearer token and a
+/// unique `Idempotency-Key` per request: `{run}-{conn}-{seq}`, where `run`
+/// is unique per [`KeyedPost::new_run`] call, `conn` the connection's index
+/// in the run and `seq` its request counter.
+#[derive(Debug)]
+pub(crate) struct KeyedPost {
+    /// Request line and the headers shared by all connections.
+    head: String,
+    /// Bearer tokens: connection `i` uses `tokens[i % tokens.len()]`.
+    tokens: Vec<String>,
+    /// Blank line and body.
+    suffix: Vec<u8>,
+}
+
+impl KeyedPost {
+    pub(crate) fn new(host: &str, path: &str, tokens: Vec<String>, body: &str) -> Self {
+        assert!(!tokens.is_empty(), "a keyed POST needs a token");
+        Self {
+            head: format!(
+                "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ),
+            tokens,
+            suffix: format!("\r\n\r\n{body}").into_bytes(),
+        }
+    }
+
+    /// Which token (user) connection `conn` sends as.
+    pub(crate) fn user_of(&self, conn: usize) -> usize {
+        conn % self.tokens.len()
+    }
+
+    /// A run tag no earlier run of this process (nor, practically, of any
+    /// other) used: keys of a new run never replay an old answer.
+    pub(crate) fn new_run() -> String {
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        format!(
+            "{nanos:x}{:x}r{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Connection `conn`'s requests up to the key's counter.
+    pub(crate) fn conn_prefix(&self, run: &str, conn: usize) -> Vec<u8> {
+        format!(
+            "{}Authorization: Bearer {}\r\nIdempotency-Key: {run}-{conn}-",
+            self.head,
+            self.tokens[self.user_of(conn)]
+        )
+        .into_bytes()
+    }
+
+    /// Appends request `seq` of the connection whose prefix is `prefix`.
+    pub(crate) fn encode(&self, prefix: &[u8], seq: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(prefix);
+        push_decimal(out, seq);
+        out.extend_from_slice(&self.suffix);
+    }
+}
+
+/// Appends `n` in decimal, without allocating.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Why a response could not be framed.
@@ -60,6 +150,12 @@ pub(crate) struct ResponseParser {
     state: State,
     status: u16,
     close: bool,
+    /// Keep the first bytes of 4xx/5xx bodies (see [`Self::sniffed`]).
+    sniff_errors: bool,
+    /// The current response's body is being kept.
+    sniffing: bool,
+    sniff: [u8; SNIFF],
+    sniff_len: usize,
 }
 
 impl Default for ResponseParser {
@@ -68,14 +164,42 @@ impl Default for ResponseParser {
             state: State::Head,
             status: 0,
             close: false,
+            sniff_errors: false,
+            sniffing: false,
+            sniff: [0; SNIFF],
+            sniff_len: 0,
         }
     }
 }
 
 impl ResponseParser {
+    /// A parser that keeps the first 256 bytes of every 4xx/5xx body.
+    pub(crate) fn sniffing() -> Self {
+        Self {
+            sniff_errors: true,
+            ..Self::default()
+        }
+    }
+
     /// Forgets a half-read response (the connection was closed).
     pub(crate) fn reset(&mut self) {
-        *self = Self::default();
+        self.state = State::Head;
+        self.status = 0;
+        self.close = false;
+        self.sniffing = false;
+        self.sniff_len = 0;
+    }
+
+    /// With [`Self::sniffing`]: the first bytes of the body of the response
+    /// that just ended, when its status was 4xx/5xx (else empty).
+    pub(crate) fn sniffed(&self) -> &[u8] {
+        &self.sniff[..self.sniff_len]
+    }
+
+    fn keep(&mut self, body: &[u8]) {
+        let n = body.len().min(SNIFF - self.sniff_len);
+        self.sniff[self.sniff_len..self.sniff_len + n].copy_from_slice(&body[..n]);
+        self.sniff_len += n;
     }
 
     /// True while the body runs until the server closes the connection; the
@@ -145,6 +269,8 @@ impl ResponseParser {
                     }
                     self.status = status;
                     self.close = close;
+                    self.sniffing = self.sniff_errors && status >= 400;
+                    self.sniff_len = 0;
                     self.state = if status == 204 || status == 304 {
                         State::Body { remaining: 0 }
                     } else if chunked {
@@ -158,6 +284,9 @@ impl ResponseParser {
                 }
                 State::Body { remaining } => {
                     let take = remaining.min(rest.len() as u64);
+                    if self.sniffing {
+                        self.keep(&rest[..take as usize]);
+                    }
                     pos += take as usize;
                     if take == remaining {
                         return Ok(self.finish(pos));
@@ -181,6 +310,9 @@ impl ResponseParser {
                 },
                 State::ChunkData { remaining } => {
                     let take = remaining.min(rest.len() as u64);
+                    if self.sniffing {
+                        self.keep(&rest[..take as usize]);
+                    }
                     pos += take as usize;
                     if take < remaining {
                         self.state = State::ChunkData {
@@ -320,6 +452,49 @@ mod tests {
             ),
             Err(ParseError::Chunk)
         );
+    }
+
+    #[test]
+    fn error_bodies_are_sniffed_across_reads() {
+        let body = br#"{"type":"https://rayltics.dev/problems/sold_out","status":409}"#;
+        let mut input = format!(
+            "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{{}}HTTP/1.1 409 Conflict\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        input.extend_from_slice(body);
+        let mut p = ResponseParser::sniffing();
+        let (first, second) = input.split_at(input.len() - 10);
+        let Step::Done { consumed, .. } = p.advance(first).unwrap() else {
+            panic!("the 201 is complete")
+        };
+        assert!(p.sniffed().is_empty(), "a 2xx body is not kept");
+        let Step::NeedMore { consumed: more } = p.advance(&first[consumed..]).unwrap() else {
+            panic!("the 409 is not complete yet")
+        };
+        assert_eq!(consumed + more, first.len());
+        assert!(matches!(
+            p.advance(second),
+            Ok(Step::Done { status: 409, .. })
+        ));
+        assert_eq!(p.sniffed(), body);
+        let mut plain = ResponseParser::default();
+        assert!(matches!(plain.advance(&input), Ok(Step::Done { .. })));
+        assert!(plain.sniffed().is_empty());
+    }
+
+    #[test]
+    fn keyed_posts() {
+        let t = KeyedPost::new("h:1", "/buy", vec!["a".into(), "b".into()], "{}");
+        assert_eq!(t.user_of(3), 1);
+        let prefix = t.conn_prefix("r7", 3);
+        let mut out = Vec::new();
+        t.encode(&prefix, 0, &mut out);
+        t.encode(&prefix, 1_234_567, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let one = "POST /buy HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/json\r\nContent-Length: 2\r\nAuthorization: Bearer b\r\nIdempotency-Key: r7-3-";
+        assert_eq!(text, format!("{one}0\r\n\r\n{{}}{one}1234567\r\n\r\n{{}}"));
+        assert_ne!(KeyedPost::new_run(), KeyedPost::new_run());
     }
 
     #[test]

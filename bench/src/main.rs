@@ -12,6 +12,8 @@
 //! - [`slo`]: the step search for the highest rate that holds a latency SLO.
 //! - [`null_server`]: a canned-answer server to measure the generator's ceiling.
 //! - [`capacity`]: cores and nodes for a traffic profile, from measured results.
+//! - [`flash_sale`]: the `flash-sale` scenario's setup and correctness gate,
+//!   over the blocking JSON client of [`setup`].
 //!
 //! A run: `main` builds a [`engine::Plan`], `engine::run` starts one worker per
 //! CPU, each worker connects, warms up, then reports every second; `main`
@@ -21,9 +23,11 @@
 mod capacity;
 mod charts;
 mod engine;
+mod flash_sale;
 mod http1;
 mod null_server;
 mod report;
+mod setup;
 mod slo;
 mod stats;
 #[cfg(test)]
@@ -37,7 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use engine::{Arrival, Load, Plan};
+use engine::{Arrival, Load, Plan, Requests};
 use report::{Comparison, ConfigOut, Document, Host, Run};
 use stats::RunResult;
 
@@ -72,6 +76,20 @@ enum Scenario {
     Healthz,
     /// `GET` of the target URL's own path.
     Get,
+    /// `POST /api/v1/flash-sales/{id}/purchase` of one unit, each connection
+    /// as one user, a fresh `Idempotency-Key` per request, on a sale created
+    /// at setup; a correctness gate checks the units sold after the run.
+    FlashSale,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Healthz => "healthz",
+            Self::Get => "get",
+            Self::FlashSale => "flash-sale",
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,10 +157,17 @@ struct RunArgs {
     /// baseline ... and the ratios target/baseline are reported.
     #[arg(long)]
     baseline: Option<String>,
-    /// Name of the baseline in the reports.
-    #[arg(long, default_value = "baseline")]
-    baseline_name: String,
-    /// Pairs of runs (target then baseline) with `--baseline`.
+    /// Baseline workload (`healthz` or `get`): alternates the scenario with
+    /// this one, on the `--baseline` server or else on the target itself
+    /// (e.g. flash-sale purchases over `GET /healthz` of the same node).
+    #[arg(long, value_enum)]
+    baseline_scenario: Option<Scenario>,
+    /// Name of the baseline in the reports (default: `baseline`, or the
+    /// `--baseline-scenario` without `--baseline`).
+    #[arg(long)]
+    baseline_name: Option<String>,
+    /// Pairs of runs (target then baseline) with `--baseline` or
+    /// `--baseline-scenario`.
     #[arg(long, default_value_t = 3)]
     pairs: usize,
     /// Pause between two runs (lets sockets in TIME_WAIT and the servers settle).
@@ -160,7 +185,7 @@ struct RunArgs {
     /// p90, p99, p99.9, p99.99, max). A step holds it when the percentile is
     /// at most the limit, no request failed and 95 % of the offered requests
     /// were answered.
-    #[arg(long, value_parser = slo::parse_slo, requires = "rate", conflicts_with = "baseline")]
+    #[arg(long, value_parser = slo::parse_slo, requires = "rate", conflicts_with_all = ["baseline", "baseline_scenario"])]
     slo: Option<slo::Slo>,
     /// `--slo`: measured duration of each step (each also runs `--warmup`).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
@@ -174,6 +199,8 @@ struct RunArgs {
     /// `--slo`: bisection steps between the last good and the first bad rate.
     #[arg(long, default_value_t = 4)]
     search_steps: usize,
+    #[command(flatten)]
+    flash: flash_sale::FlashSaleArgs,
 }
 
 /// Parses `10s`, `250ms`, `1.5s`, `2m`, `100us`; a bare number is seconds.
@@ -357,15 +384,52 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     {
         bail!("--rate must be a positive number of requests per second");
     }
-    if args.baseline.is_some() && args.pairs == 0 {
+    let alternate = args.baseline.is_some() || args.baseline_scenario.is_some();
+    if alternate && args.pairs == 0 {
         bail!("--pairs must be at least 1");
     }
+    if args.baseline_scenario == Some(Scenario::FlashSale) {
+        bail!("--baseline-scenario flash-sale is not supported: make flash-sale the --scenario");
+    }
+    if args.scenario == Scenario::FlashSale
+        && args.baseline.is_some()
+        && args.baseline_scenario.is_none()
+    {
+        bail!(
+            "--scenario flash-sale sets up its sale on the target only: give the baseline a --baseline-scenario"
+        );
+    }
     let target = parse_target(&args.target)?;
-    let baseline = args.baseline.as_deref().map(parse_target).transpose()?;
+    let baseline_target = args.baseline.as_deref().map(parse_target).transpose()?;
     check_reachable(&target)?;
-    if let Some(b) = &baseline {
+    if let Some(b) = &baseline_target {
         check_reachable(b)?;
     }
+    // The B side of an A/B series: another server, another workload, or both.
+    let baseline = alternate.then(|| {
+        (
+            baseline_target.clone().unwrap_or_else(|| target.clone()),
+            args.baseline_scenario.unwrap_or(args.scenario),
+        )
+    });
+    let baseline_name = args.baseline_name.clone().unwrap_or_else(|| {
+        match (&args.baseline, args.baseline_scenario) {
+            (None, Some(s)) => s.name().to_string(),
+            _ => "baseline".to_string(),
+        }
+    });
+    let api = setup::Api::new(target.addr, &target.authority);
+    let sale = if args.scenario == Scenario::FlashSale {
+        let sale = flash_sale::setup(&api, &args.flash, args.connections)?;
+        eprintln!(
+            "rayltics-bench: flash sale {} on {} ({} units, {} per user, {} users) set up in {:.1} s",
+            sale.sale_id, sale.sku, sale.quantity, sale.per_user_limit, sale.users, sale.setup_s
+        );
+        Some(sale)
+    } else {
+        None
+    };
+    let purchases = sale.as_ref().map(|s| s.requests(&target.authority));
     let cpus = args.cpus.clone().map(|c| c.0).unwrap_or_default();
     let threads = if cpus.is_empty() {
         args.threads.max(1)
@@ -386,15 +450,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         None => Load::Closed,
     };
-    let plan_for = |t: &Target| {
-        let path = match args.scenario {
-            Scenario::Healthz => "/healthz",
-            Scenario::Get => t.path.as_str(),
+    let plan_for = |t: &Target, scenario: Scenario| {
+        let request = match (scenario, &purchases) {
+            (Scenario::Healthz, _) => Requests::Fixed(http1::encode_get(&t.authority, "/healthz")),
+            (Scenario::Get, _) => Requests::Fixed(http1::encode_get(&t.authority, &t.path)),
+            (Scenario::FlashSale, Some(p)) => Requests::Keyed(p.clone()),
+            (Scenario::FlashSale, None) => unreachable!("flash-sale plans follow its setup"),
         };
         Plan {
             target: t.url.clone(),
             addr: t.addr,
-            request: http1::encode_get(&t.authority, path),
+            request,
             load,
             connections: args.connections,
             pipeline: args.pipeline,
@@ -434,7 +500,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_grow_steps: args.max_steps,
                 bisect_steps: args.search_steps,
             };
-            let template = plan_for(&target);
+            let template = plan_for(&target, args.scenario);
             let found = slo::search(&slo, opts, |n, rate| {
                 if n > 1 {
                     std::thread::sleep(args.pause);
@@ -462,7 +528,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             None
         }
         (None, None) => {
-            let result = run_one(&plan_for(&target), &args.target_name, &progress, false)?;
+            let result = run_one(
+                &plan_for(&target, args.scenario),
+                &args.target_name,
+                &progress,
+                false,
+            )?;
             runs.push(Run {
                 name: args.target_name.clone(),
                 role: "target",
@@ -471,12 +542,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             });
             None
         }
-        (Some(b), _) => {
-            let (pa, pb) = (plan_for(&target), plan_for(b));
+        (Some((bt, bs)), _) => {
+            let (pa, pb) = (plan_for(&target, args.scenario), plan_for(bt, *bs));
             for pair in 1..=args.pairs {
                 for (plan, name, role) in [
                     (&pa, &args.target_name, "target"),
-                    (&pb, &args.baseline_name, "baseline"),
+                    (&pb, &baseline_name, "baseline"),
                 ] {
                     if !runs.is_empty() {
                         std::thread::sleep(args.pause);
@@ -495,13 +566,26 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .chunks(2)
                 .map(|c| (&c[0].result, &c[1].result))
                 .collect();
-            Some(Comparison::of(
-                &args.target_name,
-                &args.baseline_name,
-                &pairs,
-            ))
+            Some(Comparison::of(&args.target_name, &baseline_name, &pairs))
         }
     };
+
+    // The correctness gate: every purchase of every run against the server's
+    // count, read back after the last run.
+    let gate = sale.as_ref().map(|sale| {
+        let mut p = flash_sale::Purchases::new(sale.users);
+        for run in &runs {
+            p.add(&run.result.tallies);
+        }
+        match flash_sale::remaining(&api, &sale.sale_id) {
+            Ok(remaining) => flash_sale::gate(sale, remaining, &p),
+            Err(e) => flash_sale::Gate {
+                passed: false,
+                detail: format!("cannot read the sale back: {e:#}"),
+                ..flash_sale::gate(sale, sale.quantity, &p)
+            },
+        }
+    });
 
     let doc = Document {
         schema_version: report::SCHEMA_VERSION,
@@ -513,7 +597,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             scenario: args
                 .scenario_name
                 .clone()
-                .unwrap_or_else(|| format!("{:?}", args.scenario).to_lowercase()),
+                .unwrap_or_else(|| args.scenario.name().to_string()),
             server_cores: args.server_cores,
             mode: if args.rate.is_some() {
                 "open"
@@ -536,16 +620,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             cpus,
             target: target.url.clone(),
             target_name: args.target_name.clone(),
-            baseline: baseline.as_ref().map(|b| b.url.clone()),
-            baseline_name: baseline.as_ref().map(|_| args.baseline_name.clone()),
+            baseline: baseline.as_ref().map(|(b, _)| b.url.clone()),
+            baseline_name: baseline.as_ref().map(|_| baseline_name.clone()),
+            baseline_scenario: args.baseline_scenario.map(|s| s.name().to_string()),
             pairs: baseline.as_ref().map(|_| args.pairs),
+            flash_sale: sale.clone(),
         },
         runs,
         comparison,
         slo_search,
+        gate,
     };
     report::write(&out_dir, &doc)?;
     print!("{}", report::stdout_summary(&doc, &out_dir));
+    if let Some(g) = doc.gate.as_ref().filter(|g| !g.passed) {
+        bail!("the flash-sale correctness gate FAILED: {}", g.detail);
+    }
     Ok(())
 }
 
@@ -586,6 +676,27 @@ mod tests {
         };
         assert_eq!(args.cpus, Some(CpuList(vec![1, 3])));
         assert_eq!(args.rate, Some(1000.0));
+        let cli = Cli::try_parse_from([
+            "rayltics-bench",
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--scenario",
+            "flash-sale",
+            "--baseline-scenario",
+            "healthz",
+            "--gate-stock",
+            "299",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!(args.scenario, Scenario::FlashSale);
+        assert_eq!(args.scenario.name(), "flash-sale");
+        assert_eq!(args.baseline_scenario, Some(Scenario::Healthz));
+        assert_eq!(args.flash.gate_stock, Some(299));
+        assert_eq!(args.flash.sale_quantity, 100_000_000);
     }
 
     /// A server answering each connection's requests one at a time, each

@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::engine::Arrival;
+use crate::flash_sale::{Gate, Sale};
 use crate::slo::SearchResult;
 use crate::stats::RunResult;
 
@@ -30,6 +31,10 @@ pub(crate) struct Document {
     /// Present with `--slo`: every step and the highest rate that held (the
     /// steps' runs have the role `step`).
     pub(crate) slo_search: Option<SearchResult>,
+    /// Flash sale: the correctness gate over every run (`passed: false`
+    /// makes the invocation fail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) gate: Option<Gate>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,7 +82,13 @@ pub(crate) struct ConfigOut {
     pub(crate) target_name: String,
     pub(crate) baseline: Option<String>,
     pub(crate) baseline_name: Option<String>,
+    /// `--baseline-scenario`: the baseline's workload when it differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) baseline_scenario: Option<String>,
     pub(crate) pairs: Option<usize>,
+    /// Flash sale: the sale bought from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) flash_sale: Option<Sale>,
 }
 
 /// One run: against the target (`A`) or the baseline (`B`).
@@ -239,7 +250,23 @@ pub(crate) fn run_line(name: &str, r: &RunResult) -> String {
             fmt_us(lag.generator_p99_us)
         );
     }
+    if let Some(o) = &r.outcomes {
+        let _ = write!(
+            line,
+            "  201 {} sold_out {} limit_exceeded {}",
+            o.created, o.sold_out, o.limit_exceeded
+        );
+    }
     line
+}
+
+/// The gate's verdict in one line.
+pub(crate) fn gate_line(g: &Gate) -> String {
+    format!(
+        "flash-sale gate: {}: {}",
+        if g.passed { "PASSED" } else { "FAILED" },
+        g.detail
+    )
 }
 
 /// The concise summary printed on stdout.
@@ -277,6 +304,9 @@ pub(crate) fn stdout_summary(doc: &Document, out_dir: &Path) -> String {
     }
     if let Some(search) = &doc.slo_search {
         let _ = writeln!(s, "{}", slo_line(search));
+    }
+    if let Some(g) = &doc.gate {
+        let _ = writeln!(s, "{}", gate_line(g));
     }
     let _ = writeln!(s, "results: {}", out_dir.display());
     s
@@ -337,10 +367,21 @@ pub(crate) fn markdown(doc: &Document) -> String {
         c.target_name, c.target, c.server_cores
     );
     if let (Some(b), Some(n)) = (&c.baseline, &c.baseline_name) {
+        let workload = c
+            .baseline_scenario
+            .as_ref()
+            .map_or(String::new(), |w| format!("scenario `{w}` on "));
         let _ = writeln!(
             s,
-            "- Baseline `{n}`: {b}, alternated A B A B ... over {} pair(s)",
+            "- Baseline `{n}`: {workload}{b}, alternated A B A B ... over {} pair(s)",
             c.pairs.unwrap_or(0)
+        );
+    }
+    if let Some(sale) = &c.flash_sale {
+        let _ = writeln!(
+            s,
+            "- Flash sale `{}` on SKU `{}`: {} units, at most {} per user, {} users (set up in {} s)",
+            sale.sale_id, sale.sku, sale.quantity, sale.per_user_limit, sale.users, sale.setup_s
         );
     }
     let _ = writeln!(
@@ -437,6 +478,37 @@ pub(crate) fn markdown(doc: &Document) -> String {
             e.parse,
             run.result.unanswered_at_end
         );
+    }
+    if let Some(g) = &doc.gate {
+        let _ = writeln!(s, "\n## Flash sale\n\n**{}**\n", gate_line(g));
+        let _ = writeln!(
+            s,
+            "Sold (quantity - remaining, read back): {} of {}; 201s over every run (warm-ups and drains included): {}; gate stock {}; most per user {} (limit {}); unanswered {}.\n",
+            g.sold,
+            g.quantity,
+            g.successful_201s,
+            g.gate_stock,
+            g.max_per_user,
+            g.per_user_limit,
+            g.unanswered
+        );
+        let _ = writeln!(
+            s,
+            "Expected answers in each measured window (not errors):\n\n| run | 201 | 409 sold_out | 403 limit_exceeded |\n|---|---:|---:|---:|"
+        );
+        for run in doc.runs.iter() {
+            if let Some(o) = &run.result.outcomes {
+                let name = match run.pair {
+                    Some(p) => format!("{} #{p}", run.name),
+                    None => run.name.clone(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {} | {} |",
+                    o.created, o.sold_out, o.limit_exceeded
+                );
+            }
+        }
     }
     let _ = writeln!(s, "\n## Per second\n");
     for run in &doc.runs {

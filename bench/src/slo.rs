@@ -179,6 +179,7 @@ mod tests {
                 ..Latency::default()
             },
             errors: Errors::default(),
+            outcomes: None,
             warmup_errors: Errors::default(),
             unanswered_at_end: 0,
             send_lag: None,
@@ -186,6 +187,7 @@ mod tests {
             generator_cpu_total: 0.0,
             generator_busy_total: 0.0,
             timeline: Vec::new(),
+            tallies: Vec::new(),
         }
     }
 

@@ -54,6 +54,61 @@ impl Errors {
     }
 }
 
+/// Answers to flash-sale purchases that are expected outcomes, not errors
+/// (JSON `outcomes`). A 201 also counts as `ok`; the others count as neither
+/// `ok` nor an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Outcomes {
+    /// 2xx: a unit bought (201 Created).
+    pub(crate) created: u64,
+    /// 409 `sold_out`.
+    pub(crate) sold_out: u64,
+    /// 403 `limit_exceeded`.
+    pub(crate) limit_exceeded: u64,
+}
+
+impl Outcomes {
+    pub(crate) fn add(&mut self, o: &Outcomes) {
+        self.created += o.created;
+        self.sold_out += o.sold_out;
+        self.limit_exceeded += o.limit_exceeded;
+    }
+}
+
+/// One expected answer to a purchase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Created,
+    SoldOut,
+    LimitExceeded,
+}
+
+impl Outcome {
+    /// Classifies an answer from its status and the first bytes of its body
+    /// (problem+json: the `code` also ends the `type` URI); `None` for
+    /// anything else (an error, or a 2xx-3xx of another kind).
+    pub(crate) fn of(status: u16, body: &[u8]) -> Option<Self> {
+        let has = |code: &[u8]| body.windows(code.len()).any(|w| w == code);
+        match status {
+            200..=299 => Some(Self::Created),
+            409 if has(b"sold_out\"") => Some(Self::SoldOut),
+            403 if has(b"limit_exceeded\"") => Some(Self::LimitExceeded),
+            _ => None,
+        }
+    }
+}
+
+/// One connection's purchases over a whole run (warm-up, measured window
+/// and the drain after it): what the correctness gate adds up per user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Purchase requests handed to the socket.
+    pub(crate) sent: u64,
+    /// Of them, answered (any status).
+    pub(crate) answered: u64,
+    pub(crate) outcomes: Outcomes,
+}
+
 /// What happened in one interval (a second, the warm-up, the whole run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
@@ -68,6 +123,8 @@ pub(crate) struct Counters {
     /// Open loop: requests whose connection was busy at their intended time.
     pub(crate) queued: u64,
     pub(crate) errors: Errors,
+    /// Flash sale: expected outcomes (not in `errors`).
+    pub(crate) outcomes: Outcomes,
 }
 
 impl Counters {
@@ -78,6 +135,7 @@ impl Counters {
         self.late_over_1ms += o.late_over_1ms;
         self.queued += o.queued;
         self.errors.add(&o.errors);
+        self.outcomes.add(&o.outcomes);
     }
 }
 
@@ -195,6 +253,10 @@ pub(crate) struct RunResult {
     pub(crate) offered_rps: Option<f64>,
     pub(crate) latency: Latency,
     pub(crate) errors: Errors,
+    /// Flash sale only: expected answers in the window (201, 409 `sold_out`,
+    /// 403 `limit_exceeded`), not counted in `errors`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) outcomes: Option<Outcomes>,
     /// Errors during the warm-up (not in `errors`).
     pub(crate) warmup_errors: Errors,
     /// Requests started in the window and still unanswered at its end.
@@ -207,6 +269,10 @@ pub(crate) struct RunResult {
     /// Sum of the threads' `busy_fraction`.
     pub(crate) generator_busy_total: f64,
     pub(crate) timeline: Vec<Second>,
+    /// Flash sale only: each connection's purchases over the whole run, in
+    /// connection order (for the gate; not in the JSON).
+    #[serde(skip)]
+    pub(crate) tallies: Vec<Tally>,
 }
 
 #[cfg(test)]
@@ -238,5 +304,20 @@ mod tests {
         };
         t.add(&e);
         assert_eq!(t.total(), 6);
+    }
+
+    #[test]
+    fn purchase_outcomes() {
+        let sold_out =
+            br#"{"type":"https://rayltics.dev/problems/sold_out","title":"Conflict","status":409"#;
+        assert_eq!(Outcome::of(201, b""), Some(Outcome::Created));
+        assert_eq!(Outcome::of(409, sold_out), Some(Outcome::SoldOut));
+        assert_eq!(
+            Outcome::of(403, br#"{"code":"limit_exceeded"}"#),
+            Some(Outcome::LimitExceeded)
+        );
+        assert_eq!(Outcome::of(409, br#"{"code":"sale_not_active"}"#), None);
+        assert_eq!(Outcome::of(403, sold_out), None);
+        assert_eq!(Outcome::of(500, b""), None);
     }
 }

@@ -1,20 +1,23 @@
 //! One keep-alive HTTP/1.1 connection of a worker: a state machine driven by
 //! epoll readiness, with a fixed read buffer and no allocation per request.
 //!
-//! Requests are identical, so the bytes still to be written are always a
-//! suffix of "request repeated": `Shared::wire` holds `pipeline + 1` copies and
-//! a pending write is one slice of it.
+//! Fixed requests are identical, so the bytes still to be written are always
+//! a suffix of "request repeated": `Shared::wire` holds `pipeline + 1` copies
+//! and a pending write is one slice of it. Keyed requests (flash-sale
+//! purchases) are encoded into the connection's reusable `wbuf` instead, and
+//! their answers are tallied per connection.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::sys::{self, Epoll};
 use super::worker::Recorder;
-use crate::http1::{ResponseParser, Step};
-use crate::stats::Failure;
+use crate::http1::{KeyedPost, ResponseParser, Step};
+use crate::stats::{Failure, Outcome, Tally};
 
 /// Read buffer per connection. Heads larger than this are a parse error.
 const READ_BUF: usize = 16 * 1024;
@@ -29,9 +32,14 @@ pub(super) struct Shared {
     pub(super) epoll: Epoll,
     pub(super) addr: socket2::SockAddr,
     pub(super) domain: Domain,
-    /// The request repeated `pipeline + 1` times.
+    /// Fixed requests: the request repeated `pipeline + 1` times.
     pub(super) wire: Box<[u8]>,
     pub(super) req_len: usize,
+    /// Keyed requests: the template (`wire` is then empty).
+    pub(super) keyed: Option<Arc<KeyedPost>>,
+    /// After the window, keyed requests only: read the answers still
+    /// expected, send nothing new.
+    pub(super) draining: bool,
     pub(super) pipeline: usize,
     /// Open loop: requests come from the arrival schedule (`Conn::backlog`).
     pub(super) open: bool,
@@ -71,10 +79,21 @@ pub(super) struct Conn {
     backlog: VecDeque<u64>,
     /// Bytes of requests accepted but not yet written to the socket.
     wpending: usize,
+    /// Keyed requests: this connection's fixed part up to the key counter.
+    prefix: Vec<u8>,
+    /// Keyed requests: the next key counter.
+    seq: u64,
+    /// Keyed requests: encoded requests; the last `wpending` bytes are unsent.
+    wbuf: Vec<u8>,
+    /// Keyed requests: purchases and their outcomes over the whole run.
+    tally: Tally,
 }
 
 impl Conn {
-    pub(super) fn new(token: u64, pipeline: usize) -> Self {
+    /// Connection `token` of its worker; `prefix` is its keyed-request
+    /// prefix (empty for fixed requests).
+    pub(super) fn new(token: u64, pipeline: usize, prefix: Vec<u8>) -> Self {
+        let keyed = !prefix.is_empty();
         Self {
             token,
             sock: None,
@@ -84,11 +103,33 @@ impl Conn {
             rbuf: vec![0u8; READ_BUF].into_boxed_slice(),
             rstart: 0,
             rend: 0,
-            parser: ResponseParser::default(),
+            parser: if keyed {
+                ResponseParser::sniffing()
+            } else {
+                ResponseParser::default()
+            },
             inflight: VecDeque::with_capacity(pipeline.max(1)),
             backlog: VecDeque::with_capacity(1024),
             wpending: 0,
+            wbuf: Vec::with_capacity(if keyed {
+                (prefix.len() + 64) * (pipeline + 1)
+            } else {
+                0
+            }),
+            prefix,
+            seq: 0,
+            tally: Tally::default(),
         }
+    }
+
+    /// Keyed requests: this connection's purchases so far.
+    pub(super) fn tally(&self) -> Tally {
+        self.tally
+    }
+
+    /// Requests accepted and not answered yet.
+    pub(super) fn in_flight(&self) -> usize {
+        self.inflight.len()
     }
 
     /// Starts a non-blocking connect.
@@ -239,14 +280,27 @@ impl Conn {
             sh.rec.error(Failure::Parse, 1);
             return;
         };
-        sh.rec.response(status, now.saturating_sub(start));
+        let outcome = if sh.keyed.is_some() {
+            self.tally.answered += 1;
+            let o = Outcome::of(status, self.parser.sniffed());
+            match o {
+                Some(Outcome::Created) => self.tally.outcomes.created += 1,
+                Some(Outcome::SoldOut) => self.tally.outcomes.sold_out += 1,
+                Some(Outcome::LimitExceeded) => self.tally.outcomes.limit_exceeded += 1,
+                None => {}
+            }
+            o
+        } else {
+            None
+        };
+        sh.rec.response(status, outcome, now.saturating_sub(start));
     }
 
     /// Sends what may be sent: closed loop, a fresh batch of `pipeline`
     /// requests when none is in flight; open loop, the oldest due requests of
     /// the backlog while fewer than `pipeline` are in flight.
     pub(super) fn fill(&mut self, sh: &mut Shared, now: u64) {
-        if self.phase != Phase::Open {
+        if self.phase != Phase::Open || sh.draining {
             return;
         }
         let room = if sh.open {
@@ -277,7 +331,18 @@ impl Conn {
             room
         };
         if k > 0 {
-            self.wpending += k * sh.req_len;
+            match &sh.keyed {
+                None => self.wpending += k * sh.req_len,
+                Some(t) => {
+                    let before = self.wbuf.len();
+                    for _ in 0..k {
+                        t.encode(&self.prefix, self.seq, &mut self.wbuf);
+                        self.seq += 1;
+                    }
+                    self.wpending += self.wbuf.len() - before;
+                    self.tally.sent += k as u64;
+                }
+            }
             self.flush(sh, now);
         }
     }
@@ -285,8 +350,13 @@ impl Conn {
     fn flush(&mut self, sh: &mut Shared, now: u64) {
         while self.wpending > 0 {
             let Some(sock) = &self.sock else { return };
-            let start = (sh.req_len - self.wpending % sh.req_len) % sh.req_len;
-            match sock.send_with_flags(&sh.wire[start..start + self.wpending], libc::MSG_NOSIGNAL) {
+            let pending = if sh.keyed.is_some() {
+                &self.wbuf[self.wbuf.len() - self.wpending..]
+            } else {
+                let start = (sh.req_len - self.wpending % sh.req_len) % sh.req_len;
+                &sh.wire[start..start + self.wpending]
+            };
+            match sock.send_with_flags(pending, libc::MSG_NOSIGNAL) {
                 Ok(n) => self.wpending -= n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.set_interest(sh, sys::IN | sys::OUT);
@@ -296,6 +366,7 @@ impl Conn {
                 Err(_) => return self.close(sh, now, Failure::Io, 0),
             }
         }
+        self.wbuf.clear();
         self.set_interest(sh, sys::IN);
     }
 
@@ -323,6 +394,7 @@ impl Conn {
         self.rstart = 0;
         self.rend = 0;
         self.wpending = 0;
+        self.wbuf.clear();
         self.interest = 0;
     }
 

@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 
+use crate::http1::KeyedPost;
 use crate::stats::{
-    Counters, Errors, Latency, RunResult, Second, SendLag, ThreadUsage, new_histogram, round3,
+    Counters, Errors, Latency, RunResult, Second, SendLag, Tally, ThreadUsage, new_histogram,
+    round3,
 };
 
 /// How open-loop arrivals are spaced.
@@ -53,14 +55,26 @@ pub(crate) enum Load {
     },
 }
 
+/// What a run sends.
+#[derive(Debug, Clone)]
+pub(crate) enum Requests {
+    /// One encoded request; every request of the run is this one.
+    Fixed(Vec<u8>),
+    /// Flash-sale purchases: a token per connection, a fresh
+    /// `Idempotency-Key` per request, answers classified into
+    /// [`Outcomes`](crate::stats::Outcomes) and tallied per connection, and
+    /// after the window the requests in flight are drained (answers read,
+    /// nothing new sent) so that every purchase's outcome is known.
+    Keyed(Arc<KeyedPost>),
+}
+
 /// Everything a run needs; shared read-only by the workers.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     /// The target as the user wrote it (for the report).
     pub(crate) target: String,
     pub(crate) addr: SocketAddr,
-    /// One encoded request; every request of the run is this one.
-    pub(crate) request: Vec<u8>,
+    pub(crate) request: Requests,
     pub(crate) load: Load,
     pub(crate) connections: usize,
     /// Requests in flight per connection (1 = no pipelining).
@@ -110,6 +124,8 @@ struct WorkerDone {
     counters: Counters,
     warmup: Counters,
     unanswered: u64,
+    /// Keyed requests: each connection's tally, in connection order.
+    tallies: Vec<Tally>,
 }
 
 #[derive(Debug)]
@@ -130,15 +146,18 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         );
     }
     let plan = Arc::new(plan.clone());
+    // A fresh key space for each run: no key of this run replays an answer
+    // of an earlier one (keyed requests only).
+    let run_tag: Arc<str> = KeyedPost::new_run().into();
     // Give every thread time to start and pin before the common epoch.
     let epoch = Instant::now() + Duration::from_millis(50);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(plan.threads);
     for id in 0..plan.threads {
-        let (plan, tx) = (plan.clone(), tx.clone());
+        let (plan, tx, tag) = (plan.clone(), tx.clone(), run_tag.clone());
         let h = std::thread::Builder::new()
             .name(format!("bench-{id}"))
-            .spawn(move || worker::run(id, plan, epoch, tx))
+            .spawn(move || worker::run(id, plan, &tag, epoch, tx))
             .context("spawning a worker thread")?;
         handles.push(h);
     }
@@ -196,6 +215,7 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
     let mut counters = Counters::default();
     let mut warmup_errors = Errors::default();
     let mut unanswered = 0;
+    let mut tallies = Vec::new();
     let mut generator = Vec::new();
     let window = plan.duration.as_secs_f64();
     for d in &done {
@@ -204,6 +224,7 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         counters.add(&d.counters);
         warmup_errors.add(&d.warmup.errors);
         unanswered += d.unanswered;
+        tallies.extend_from_slice(&d.tallies);
         generator.push(ThreadUsage {
             thread: d.worker,
             cpu: d.cpu,
@@ -250,6 +271,7 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         offered_rps,
         latency: Latency::of(&latency),
         errors: counters.errors,
+        outcomes: matches!(plan.request, Requests::Keyed(_)).then_some(counters.outcomes),
         warmup_errors,
         unanswered_at_end: unanswered,
         send_lag,
@@ -257,6 +279,7 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         generator_cpu_total,
         generator_busy_total,
         timeline,
+        tallies,
     })
 }
 
@@ -274,7 +297,7 @@ mod tests {
         Plan {
             target: format!("http://{addr}"),
             addr,
-            request: crate::http1::encode_get(&addr.to_string(), "/healthz"),
+            request: Requests::Fixed(crate::http1::encode_get(&addr.to_string(), "/healthz")),
             load,
             connections: 4,
             pipeline,
@@ -339,6 +362,36 @@ mod tests {
         assert_eq!(r.errors.status_5xx, r.requests);
         assert_eq!(r.ok, 0);
         assert_eq!(r.errors.connect, 0, "{:?}", r.errors);
+    }
+
+    #[test]
+    fn keyed_requests_are_tallied_and_drained() {
+        const SOLD_OUT: &[u8] = b"HTTP/1.1 409 Conflict\r\nContent-Type: application/problem+json\r\nContent-Length: 67\r\n\r\n{\"type\":\"https://rayltics.dev/problems/sold_out\",\"code\":\"sold_out\"}";
+        let addr = server(SOLD_OUT, None);
+        let keyed = crate::http1::KeyedPost::new(
+            &addr.to_string(),
+            "/buy",
+            vec!["t0".into(), "t1".into(), "t2".into()],
+            r#"{"quantity":1}"#,
+        );
+        let p = Plan {
+            request: Requests::Keyed(Arc::new(keyed)),
+            ..plan(addr, Load::Closed, 2)
+        };
+        let r = run(&p, |_| {}).unwrap();
+        assert!(r.requests > 100, "{r:?}");
+        assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+        let o = r.outcomes.expect("keyed runs report outcomes");
+        assert_eq!((o.sold_out, o.created, r.ok), (r.requests, 0, 0));
+        // One tally per connection, covering the warm-up and the drain: every
+        // request sent was answered.
+        assert_eq!(r.tallies.len(), 4);
+        for t in &r.tallies {
+            assert!(t.sent > 0 && t.sent == t.answered, "{t:?}");
+            assert_eq!(t.outcomes.sold_out, t.answered);
+        }
+        let tallied: u64 = r.tallies.iter().map(|t| t.outcomes.sold_out).sum();
+        assert!(tallied >= r.requests, "{tallied} < {}", r.requests);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use hdrhistogram::Histogram;
 
 use super::conn::{Conn, Shared};
 use super::sys::{self, Epoll};
-use super::{Arrival, Load, Plan, Report, SecondReport, WorkerDone};
-use crate::stats::{Counters, Failure, new_histogram};
+use super::{Arrival, Load, Plan, Report, Requests, SecondReport, WorkerDone};
+use crate::stats::{Counters, Failure, Outcome, new_histogram};
 
 /// Housekeeping period: reconnects and timeouts.
 const HOUSEKEEPING_NS: u64 = 10_000_000;
@@ -45,13 +45,22 @@ impl Recorder {
         }
     }
 
-    pub(super) fn response(&mut self, status: u16, latency_ns: u64) {
+    /// An answer; an expected `outcome` (keyed requests) is not an error.
+    pub(super) fn response(&mut self, status: u16, outcome: Option<Outcome>, latency_ns: u64) {
         self.sec.saturating_record(latency_ns.max(1));
         self.c.completed += 1;
-        match status {
-            500.. => self.c.errors.status_5xx += 1,
-            400..=499 => self.c.errors.status_4xx += 1,
-            _ => self.c.ok += 1,
+        match outcome {
+            None => match status {
+                500.. => self.c.errors.status_5xx += 1,
+                400..=499 => self.c.errors.status_4xx += 1,
+                _ => self.c.ok += 1,
+            },
+            Some(Outcome::Created) => {
+                self.c.ok += 1;
+                self.c.outcomes.created += 1;
+            }
+            Some(Outcome::SoldOut) => self.c.outcomes.sold_out += 1,
+            Some(Outcome::LimitExceeded) => self.c.outcomes.limit_exceeded += 1,
         }
     }
 
@@ -154,8 +163,10 @@ impl Schedule {
     }
 }
 
-/// Runs worker `id` until the end of the plan; reports to `tx`.
-pub(super) fn run(id: usize, plan: Arc<Plan>, epoch: Instant, tx: Sender<Report>) {
+/// Runs worker `id` until the end of the plan (keyed requests: and until
+/// their last answer, see [`drain`]); reports to `tx`. `run_tag` makes this
+/// run's idempotency keys unique.
+pub(super) fn run(id: usize, plan: Arc<Plan>, run_tag: &str, epoch: Instant, tx: Sender<Report>) {
     let fail = |e: std::io::Error| {
         let _ = tx.send(Report::Failed {
             worker: id,
@@ -176,23 +187,34 @@ pub(super) fn run(id: usize, plan: Arc<Plan>, epoch: Instant, tx: Sender<Report>
     let first = plan.first_conn(id);
     let nconns = plan.conns_of(id);
     let pipeline = plan.pipeline.max(1);
-    let mut wire = Vec::with_capacity(plan.request.len() * (pipeline + 1));
-    for _ in 0..=pipeline {
-        wire.extend_from_slice(&plan.request);
-    }
+    let (request, keyed): (&[u8], _) = match &plan.request {
+        Requests::Fixed(r) => (r, None),
+        Requests::Keyed(k) => (&[], Some(k.clone())),
+    };
+    let wire = request.repeat(pipeline + 1);
     let mut sh = Shared {
         epoll,
         addr: plan.addr.into(),
         domain: socket2::Domain::for_address(plan.addr),
         wire: wire.into_boxed_slice(),
-        req_len: plan.request.len(),
+        req_len: request.len(),
+        keyed,
+        draining: false,
         pipeline,
         open: matches!(plan.load, Load::Open { .. }),
         timeout_ns: plan.timeout.as_nanos() as u64,
         rec: Recorder::new(),
         to_fill: Vec::with_capacity(nconns),
     };
-    let mut conns: Vec<Conn> = (0..nconns).map(|i| Conn::new(i as u64, pipeline)).collect();
+    let mut conns: Vec<Conn> = (0..nconns)
+        .map(|i| {
+            let prefix = match &sh.keyed {
+                Some(k) => k.conn_prefix(run_tag, first + i),
+                None => Vec::new(),
+            };
+            Conn::new(i as u64, pipeline, prefix)
+        })
+        .collect();
     let mut schedule = match plan.load {
         Load::Open {
             rate,
@@ -292,6 +314,12 @@ pub(super) fn run(id: usize, plan: Arc<Plan>, epoch: Instant, tx: Sender<Report>
     }
     let (user, system) = sys::thread_cpu_time();
     let unanswered = conns.iter().map(|c| c.unanswered_since(warm_end)).sum();
+    let drain_until = end + sh.timeout_ns;
+    if sh.keyed.is_some()
+        && let Err(e) = drain(&mut conns, &mut sh, &mut events, drain_until, clock)
+    {
+        return fail(e);
+    }
     let _ = tx.send(Report::Done(Box::new(WorkerDone {
         worker: id,
         cpu,
@@ -304,7 +332,40 @@ pub(super) fn run(id: usize, plan: Arc<Plan>, epoch: Instant, tx: Sender<Report>
         counters: w.counters,
         warmup: w.warmup,
         unanswered,
+        tallies: match sh.keyed {
+            Some(_) => conns.iter().map(Conn::tally).collect(),
+            None => Vec::new(),
+        },
     })));
+}
+
+/// After the window, keyed requests only: sends nothing more and reads the
+/// answers still in flight until there are none or `deadline` (the end plus
+/// `--timeout`), so the tallies know the outcome of every purchase the
+/// server may have made. What it reads is not measured.
+fn drain(
+    conns: &mut [Conn],
+    sh: &mut Shared,
+    events: &mut [libc::epoll_event],
+    deadline: u64,
+    clock: impl Fn() -> u64,
+) -> std::io::Result<()> {
+    sh.draining = true;
+    loop {
+        let now = clock();
+        if now >= deadline || conns.iter().all(|c| c.in_flight() == 0) {
+            return Ok(());
+        }
+        let wait = Duration::from_nanos((deadline - now).min(HOUSEKEEPING_NS));
+        let n = sh.epoll.wait(events, Some(wait))?;
+        let now = clock();
+        for ev in &events[..n] {
+            if let Some(c) = conns.get_mut(ev.u64 as usize) {
+                c.on_event(sh, ev.events, now);
+            }
+        }
+        sh.to_fill.clear();
+    }
 }
 
 /// The measured window of one worker, cut into seconds. The first tick ends
