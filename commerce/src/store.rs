@@ -11,7 +11,7 @@ use std::cell::{Cell, Ref, RefCell};
 use std::path::Path;
 use std::time::Instant;
 
-use rayltics_journal::{Commit, Flusher, Journal, JournalOptions, Seq, SnapshotWrite, StatsView};
+use rayltics_journal::{Commit, Flusher, Journal, JournalOptions, Seq, StatsView};
 
 use crate::change::Change;
 use crate::error::{DomainError, DomainResult};
@@ -128,19 +128,38 @@ impl Store {
         self.journal.stats().clone()
     }
 
-    /// A snapshot of the state when enough records followed the last one
-    /// and none is being written; the caller awaits it (off the request
-    /// path) and then calls [`snapshot_done`](Self::snapshot_done).
-    pub fn snapshot_if_due(&self) -> Option<SnapshotWrite> {
-        let last = self.journal.last_seq();
-        if self.snapshot_busy.get() || last < self.journal.snapshot_seq() + self.snapshot_every {
+    /// A snapshot when enough durable records followed the last one and
+    /// none is being made: the returned future (spawn it on the shard)
+    /// rebuilds the state as of the latest durable record on a helper
+    /// thread (previous snapshot + journal, read-only), serialises it there,
+    /// then writes it; the shard thread never pauses for it. Call
+    /// [`snapshot_done`](Self::snapshot_done) when it completes.
+    pub fn snapshot_if_due(
+        &self,
+    ) -> Option<impl std::future::Future<Output = Result<(), String>> + 'static> {
+        let upto = self.journal.durable_seq();
+        if self.snapshot_busy.get() || upto < self.journal.snapshot_seq() + self.snapshot_every {
             return None;
         }
         self.snapshot_busy.set(true);
-        Some(
-            self.journal
-                .write_snapshot_of(last, self.data.borrow().durable()),
-        )
+        let dir = self.journal.dir().to_owned();
+        let journal = self.journal.clone();
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-build".into())
+            .spawn(move || {
+                let _ = tx.send(build_snapshot(&dir, upto));
+            });
+        Some(async move {
+            spawned.map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
+            let bytes = rx
+                .await
+                .map_err(|_| "the snapshot thread died".to_owned())??;
+            journal
+                .write_snapshot(upto, bytes)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     /// Marks the snapshot started by [`snapshot_if_due`](Self::snapshot_if_due) finished.
@@ -152,6 +171,21 @@ impl Store {
     pub async fn close(self) -> Result<(), rayltics_journal::Error> {
         self.journal.close().await
     }
+}
+
+/// The rkyv image of the shard's durable state as of record `upto`, rebuilt
+/// from the journal directory (runs on a helper thread).
+fn build_snapshot(dir: &Path, upto: Seq) -> Result<rkyv::util::AlignedVec, String> {
+    let mut recovered =
+        rayltics_journal::read_durable::<Change>(dir, upto).map_err(|e| e.to_string())?;
+    let mut data = match recovered.take_snapshot() {
+        Some(snap) => {
+            ShardData::from_durable(snap.deserialize::<Durable>().map_err(|e| e.to_string())?)
+        }
+        None => ShardData::new(),
+    };
+    replay(&recovered, &mut data).map_err(|e| e.to_string())?;
+    rkyv::to_bytes::<rkyv::rancor::Error>(data.durable()).map_err(|e| e.to_string())
 }
 
 /// Records decoded per hand-off from the decoding thread.

@@ -63,7 +63,7 @@ pub use error::Error;
 pub use frame::MAX_PAYLOAD;
 pub use journal::{Commit, Encode, Flusher, Journal, SnapshotWrite};
 pub use options::JournalOptions;
-pub use recovery::{Record, Records, Recovered, TornTail};
+pub use recovery::{Record, Records, Recovered, TornTail, read_durable};
 pub use snapshot::Snapshot;
 pub use stats::{JournalStats, StatsView};
 

@@ -349,6 +349,75 @@ pub(crate) fn recover<R>(dir: &Path) -> Result<Outcome<R>, Error> {
     })
 }
 
+/// Reads, without changing anything on disk, the latest snapshot and the
+/// records after it up to and including `upto`, which must be durable (at
+/// most [`Journal::durable_seq`](crate::Journal::durable_seq)). For building
+/// a snapshot off the shard thread while the journal keeps appending: the
+/// writer only adds bytes after `upto`, and no segment is removed while the
+/// journal's one snapshot at a time is being prepared.
+pub fn read_durable<R>(dir: &Path, upto: Seq) -> Result<Recovered<R>, Error> {
+    let listing = dir::list(dir)?;
+    let snapshot = match listing.snapshots.last() {
+        Some((seq, path)) => Some(snapshot::read(path, *seq)?),
+        None => None,
+    };
+    let snap_seq = snapshot.as_ref().map_or(0, Snapshot::seq);
+    let mut views = Vec::new();
+    let mut records = 0usize;
+    let mut expected = snap_seq + 1;
+    for (i, (first, path)) in listing.segments.iter().enumerate() {
+        let next_first = listing.segments.get(i + 1).map(|(f, _)| *f);
+        if next_first.is_some_and(|n| n <= expected) || *first > upto {
+            continue; // wholly before the snapshot, or after `upto`
+        }
+        let buf = read_all(path)?;
+        let (mut off, mut seq, mut start) = (0usize, *first, None);
+        while seq <= upto && off < buf.len() {
+            let f = frame::decode(buf.as_slice(), off).map_err(|e| {
+                Error::corrupt(path, off as u64, format!("{e} in durable record {seq}"))
+            })?;
+            if f.seq != seq {
+                return Err(Error::corrupt(
+                    path,
+                    off as u64,
+                    format!("record {} where {seq} was expected", f.seq),
+                ));
+            }
+            if seq >= expected && start.is_none() {
+                start = Some(off);
+            }
+            off += f.total_len();
+            seq += 1;
+        }
+        if let Some(start) = start {
+            let first_seq = (*first).max(expected);
+            records += (seq - first_seq) as usize;
+            views.push(View {
+                buf,
+                start,
+                end: off,
+                first_seq,
+            });
+            expected = seq;
+        }
+    }
+    if expected <= upto {
+        return Err(Error::corrupt(
+            dir,
+            0,
+            format!("durable records end at {}, before {upto}", expected - 1),
+        ));
+    }
+    Ok(Recovered {
+        snapshot,
+        views,
+        records,
+        next_seq: expected,
+        torn: None,
+        _record: PhantomData,
+    })
+}
+
 /// Checks that a segment starting at `first` continues the previous one
 /// (which ended before `expected`), or that the snapshot covers any gap.
 fn check_continuity(

@@ -572,3 +572,49 @@ fn oversized_records_are_refused_without_damaging_the_batch() {
     let v: Vec<_> = rec.records().map(|r| r.bytes().to_vec()).collect();
     assert_eq!(v, vec![b"small".to_vec(), b"next".to_vec()]);
 }
+
+#[test]
+fn read_durable_sees_the_snapshot_and_records_up_to_a_seq_without_touching_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let r = root.clone();
+    run(async move {
+        let (j, _) = open(&r);
+        monoio::spawn(j.flusher());
+        for i in 1..=1000 {
+            j.append(&event(i)).unwrap();
+            if i % 50 == 0 {
+                j.commit().await.unwrap();
+            }
+        }
+        j.write_snapshot(300, vec![7u8; 16]).await.unwrap();
+        let dir = shard0(&r);
+        let listing = |d: &Path| {
+            let mut v: Vec<_> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.file_name(), e.metadata().unwrap().len())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let before = listing(&dir);
+        // While the journal stays open and keeps appending.
+        j.append(&event(1001)).unwrap();
+        let rec = rayltics_journal::read_durable::<Event>(&dir, 800).unwrap();
+        assert_eq!(rec.snapshot().map(|s| s.seq()), Some(300));
+        assert_records(&rec, 301, 800);
+        let rec = rayltics_journal::read_durable::<Event>(&dir, 300).unwrap();
+        assert!(rec.is_empty());
+        assert!(rayltics_journal::read_durable::<Event>(&dir, 5000).is_err());
+        assert_eq!(
+            listing(&dir),
+            before,
+            "read_durable changes nothing on disk"
+        );
+        j.commit().await.unwrap();
+        j.close().await.unwrap();
+    });
+}

@@ -117,10 +117,11 @@ pub struct JournalConfig {
     /// fdatasync every commit batch. Turning it off loses acknowledged writes
     /// on power loss; for throwaway benchmarks only.
     pub fsync: bool,
-    /// Write a snapshot once this many records follow the last one. The
-    /// snapshot is serialised on the shard thread (a pause proportional to
-    /// the state), so this trades pauses against replay at start (about
-    /// 1.5 s per million records).
+    /// Write a snapshot once this many durable records follow the last one.
+    /// A helper thread rebuilds the state from the previous snapshot and the
+    /// journal and serialises it (the shard does not pause; the build costs
+    /// another core and a second copy of the state meanwhile); this trades
+    /// that work against replay at start (about 1.5 s per million records).
     pub snapshot_every_records: u64,
     /// Start a new segment file after this many bytes.
     pub segment_bytes: u64,

@@ -71,6 +71,15 @@ fn state_survives_a_kill_after_snapshots() {
     drop(node);
 
     let node = start();
+    let recovered_from_snapshot = node
+        .stderr()
+        .lines()
+        .any(|l| l.contains("store recovered") && !l.contains("snapshot_seq=0"));
+    assert!(
+        recovered_from_snapshot,
+        "no shard started from a snapshot:\n{}",
+        node.stderr()
+    );
     let mut c2 = Client::new(&node);
     let r = c2.post(
         "/api/v1/auth/login",
