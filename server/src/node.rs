@@ -46,6 +46,7 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let shards = config.shard_count();
+    check_shard_count(&config.data_dir, shards)?;
 
     let listeners = bind_reuseport(config.http_addr, shards)
         .with_context(|| format!("cannot bind http_addr {}", config.http_addr))?;
@@ -149,6 +150,44 @@ impl RunningNode {
             sidecar.stop();
         }
         tracing::info!("sidecar stopped");
+    }
+}
+
+/// File in the data directory that records the shard count its journals
+/// were written with.
+const SHARD_COUNT_FILE: &str = "shard-count";
+
+/// Keys are placed by `shard_for(key, shards)` and every shard owns its own
+/// journal, so a data directory must always be opened with the shard count
+/// it was written with: another count would re-home keys away from their
+/// state. Records the count on first start; refuses a different one.
+fn check_shard_count(data_dir: &std::path::Path, shards: usize) -> anyhow::Result<()> {
+    let path = data_dir.join(SHARD_COUNT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let recorded: usize = text
+                .trim()
+                .parse()
+                .with_context(|| format!("{} does not hold a shard count", path.display()))?;
+            if recorded != shards {
+                anyhow::bail!(
+                    "data_dir {} was written by a node with {recorded} shards; start it with \
+                     --shards {recorded} (changing the shard count of a data directory is not \
+                     supported)",
+                    data_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = data_dir.join(format!("{SHARD_COUNT_FILE}.tmp"));
+            std::fs::write(&tmp, format!("{shards}\n"))
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
+                .with_context(|| format!("cannot record the shard count in {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 

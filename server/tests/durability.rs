@@ -110,3 +110,34 @@ fn state_survives_a_kill_after_snapshots() {
     drop(node);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn a_data_dir_refuses_a_different_shard_count() {
+    let data = support::unique_temp_path("shard-count");
+    let node = Node::builder().shards(2).data_dir(&data).start();
+    drop(node);
+    let dir = data.to_str().unwrap();
+    let out = support::run_to_exit(
+        &[
+            "serve",
+            "--shards",
+            "3",
+            "--data-dir",
+            dir,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(
+        !out.status.success(),
+        "a 3-shard node started on a 2-shard data dir"
+    );
+    assert!(out.stderr.contains("--shards 2"), "{}", out.stderr);
+    // The recorded count still works.
+    drop(Node::builder().shards(2).data_dir(&data).start());
+    let _ = std::fs::remove_dir_all(&data);
+}
