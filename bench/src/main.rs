@@ -754,14 +754,35 @@ mod tests {
                 .unwrap();
         let search = &doc["slo_search"];
         let steps = search["steps"].as_array().unwrap();
-        let rates: Vec<f64> = steps.iter().map(|s| s["rate"].as_f64().unwrap()).collect();
-        assert_eq!(&rates[..3], &[120.0, 180.0, 270.0], "{search}");
-        assert!(steps[..3].iter().all(|s| s["held"] == true), "{search}");
+        // The search's mechanics, not the machine's timing: on a quiet
+        // machine it grows 120 -> 180 -> 270 -> 405 and breaks near 608;
+        // when other tests starve it, a step may break early and the search
+        // bisects below it instead, which is just as correct.
+        let rate = |s: &serde_json::Value| s["rate"].as_f64().unwrap();
+        assert_eq!(rate(&steps[0]), 120.0, "{search}");
+        for w in steps.windows(2) {
+            if w[0]["phase"] == "grow" && w[1]["phase"] == "grow" {
+                assert_eq!(w[0]["held"], true, "grew past a broken step: {search}");
+                let grown = rate(&w[0]) * 1.5;
+                assert!((rate(&w[1]) - grown).abs() <= 1.0, "{search}");
+            }
+        }
         assert!(steps.iter().any(|s| s["held"] == false), "{search}");
         assert!(steps.iter().any(|s| s["phase"] == "bisect"), "{search}");
-        let best = search["best_rate"].as_f64().unwrap();
-        assert!((270.0..608.0).contains(&best), "{search}");
-        assert!(search["first_bad_rate"].as_f64().unwrap() > best);
+        let first_bad = search["first_bad_rate"].as_f64().unwrap();
+        assert!(
+            first_bad < 1000.0,
+            "a 2 ms server on one connection broke only at {first_bad}"
+        );
+        if let Some(best) = search["best_rate"].as_f64() {
+            assert!(best < first_bad, "{search}");
+            let held = steps.iter().filter(|s| s["held"] == true).map(rate);
+            assert_eq!(
+                held.fold(0.0, f64::max),
+                best,
+                "best is the highest held step"
+            );
+        }
         assert_eq!(doc["runs"].as_array().unwrap().len(), steps.len());
         assert_eq!(doc["runs"][0]["role"], "step");
         let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
