@@ -14,25 +14,17 @@ cargo build --locked -q -p rayltics -p rayltics-bench --bins
 bin="$CARGO_TARGET_DIR/debug"
 work="$(mktemp -d -t rayltics-smoke.XXXXXX)"
 node_pid=""
+# shellcheck source=lib/test-node.sh
+. scripts/lib/test-node.sh
 cleanup() {
-  [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
+  stop_test_node
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 # An admin for the flash-sale setup; cheap password hashing for its 50 users.
 export RAYLTICS_ADMIN_EMAIL=admin@bench.test RAYLTICS_ADMIN_PASSWORD=admin-password-1
-RAYLTICS_COMMERCE__ARGON2_MEMORY_KIB=64 RAYLTICS_COMMERCE__ARGON2_ITERATIONS=1 \
-RAYLTICS_COMMERCE__LOGIN_BURST=100000 \
-"$bin/rayltics" serve --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --shards 2 \
-  --data-dir "$work/data" >"$work/node.out" 2>"$work/node.err" &
-node_pid=$!
-for _ in $(seq 1 200); do
-  grep -q '^rayltics listening' "$work/node.out" 2>/dev/null && break
-  sleep 0.1
-done
-http="$(sed -n 's/^rayltics listening http=\([^ ]*\).*/\1/p' "$work/node.out")"
-[ -n "$http" ] || { echo "bench-smoke: node did not start:" >&2; tail -20 "$work/node.err" >&2; exit 1; }
+start_test_node bench-smoke "$bin" "$work"
 
 check() { # $1 = results dir: a report with traffic and no errors
   python3 - "$1/result.json" <<'PY'

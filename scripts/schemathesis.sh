@@ -30,25 +30,17 @@ cargo build --locked -q -p rayltics --bins
 bin="$CARGO_TARGET_DIR/debug"
 work="$(mktemp -d -t rayltics-schemathesis.XXXXXX)"
 node_pid=""
+# shellcheck source=lib/test-node.sh
+. scripts/lib/test-node.sh
 cleanup() {
-  [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
+  stop_test_node
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 admin_email=admin@schemathesis.test admin_password=admin-password-1
-RAYLTICS_ADMIN_EMAIL="$admin_email" RAYLTICS_ADMIN_PASSWORD="$admin_password" \
-RAYLTICS_COMMERCE__ARGON2_MEMORY_KIB=64 RAYLTICS_COMMERCE__ARGON2_ITERATIONS=1 \
-RAYLTICS_COMMERCE__LOGIN_BURST=100000 \
-"$bin/rayltics" serve --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --shards 2 \
-  --data-dir "$work/data" >"$work/node.out" 2>"$work/node.err" &
-node_pid=$!
-for _ in $(seq 1 200); do
-  grep -q '^rayltics listening' "$work/node.out" 2>/dev/null && break
-  sleep 0.1
-done
-http="$(sed -n 's/^rayltics listening http=\([^ ]*\).*/\1/p' "$work/node.out")"
-[ -n "$http" ] || { echo "schemathesis.sh: node did not start:" >&2; tail -20 "$work/node.err" >&2; exit 1; }
+export RAYLTICS_ADMIN_EMAIL="$admin_email" RAYLTICS_ADMIN_PASSWORD="$admin_password"
+start_test_node schemathesis.sh "$bin" "$work"
 base="http://$http"
 
 # The admin's token, and the product the document's examples name (so that
