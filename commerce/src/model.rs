@@ -170,6 +170,14 @@ pub struct Line {
     pub price_cents: i64,
 }
 
+/// The sum of `lines` in minor units (saturating: never wraps).
+pub fn total_cents(lines: &[Line]) -> i64 {
+    lines
+        .iter()
+        .map(|l| l.price_cents.saturating_mul(i64::from(l.quantity)))
+        .fold(0, i64::saturating_add)
+}
+
 /// An order. Owned by its user's shard (its id hashes there).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct OrderRec {

@@ -55,8 +55,9 @@ pub struct Durable {
     reservations: Map<String, Vec<ReservationRec>>,
     sales: Map<String, (SaleRec, SaleCounts)>,
     orders: Map<String, OrderRec>,
-    /// (user id, idempotency key) -> first response.
-    idempotency: Map<(String, String), IdempotencyRec>,
+    /// user id -> idempotency key -> first response (nested, so a lookup
+    /// by `&str` allocates nothing).
+    idempotency: Map<String, Map<String, IdempotencyRec>>,
     events: VecDeque<EventRec>,
     next_event_offset: u64,
 }
@@ -68,12 +69,8 @@ pub struct ShardData {
     search: SearchIndex,
     /// (expires_at, order id) of reservations held here.
     reservation_expiry: BTreeSet<(Millis, String)>,
-    /// (expires_at, order id) of pending orders owned here.
-    order_expiry: BTreeSet<(Millis, String)>,
-    /// (created_at, order id) of every order owned here.
-    orders_by_time: BTreeSet<(Millis, String)>,
-    /// user id -> (created_at, order id) of their orders.
-    orders_by_user: Map<String, BTreeSet<(Millis, String)>>,
+    /// The orders owned here, by time, by user and by expiry.
+    orders: OrderIndex,
 }
 
 impl ShardData {
@@ -97,16 +94,15 @@ impl ShardData {
                     .insert((r.expires_at, order_id.clone()));
             }
         }
-        let orders: Vec<OrderRec> = s.d.orders.values().cloned().collect();
-        for o in &orders {
-            s.index_order(o);
+        for o in s.d.orders.values() {
+            s.orders.insert(o);
         }
         s
     }
 
     /// Pending orders owned here.
     pub fn pending_orders(&self) -> usize {
-        self.order_expiry.len()
+        self.orders.expiry.len()
     }
 
     /// Orders holding units here.
@@ -204,15 +200,24 @@ impl ShardData {
                 self.d.sales.insert(sale.id.clone(), (sale, counts));
             }
             Change::OrderPut(o) => {
-                self.unindex_order(&o.id);
-                self.index_order(&o);
+                if let Some(old) = self.d.orders.get(&o.id) {
+                    self.orders.expiry.remove(&(old.expires_at, old.id.clone()));
+                }
+                self.orders.insert(&o);
                 self.d.orders.insert(o.id.clone(), o);
             }
             Change::IdempotencySaved { user_id, key, rec } => {
-                self.d.idempotency.insert((user_id, key), rec);
+                self.d
+                    .idempotency
+                    .entry(user_id)
+                    .or_default()
+                    .insert(key, rec);
             }
             Change::IdempotencyExpired { before } => {
-                self.d.idempotency.retain(|_, r| r.at >= before);
+                self.d.idempotency.retain(|_, keys| {
+                    keys.retain(|_, r| r.at >= before);
+                    !keys.is_empty()
+                });
             }
             Change::Event(e) => {
                 self.d.next_event_offset = e.offset + 1;
@@ -223,21 +228,28 @@ impl ShardData {
             }
         }
     }
+}
 
-    fn index_order(&mut self, o: &OrderRec) {
-        self.orders_by_time.insert((o.created_at, o.id.clone()));
-        self.orders_by_user
+/// Derived indexes over a shard's orders (rebuilt from the durable maps).
+#[derive(Debug, Default)]
+struct OrderIndex {
+    /// (expires_at, order id) of pending orders.
+    expiry: BTreeSet<(Millis, String)>,
+    /// (created_at, order id) of every order.
+    by_time: BTreeSet<(Millis, String)>,
+    /// user id -> (created_at, order id) of their orders.
+    by_user: Map<String, BTreeSet<(Millis, String)>>,
+}
+
+impl OrderIndex {
+    fn insert(&mut self, o: &OrderRec) {
+        self.by_time.insert((o.created_at, o.id.clone()));
+        self.by_user
             .entry(o.user_id.clone())
             .or_default()
             .insert((o.created_at, o.id.clone()));
         if o.status == OrderStatus::Pending {
-            self.order_expiry.insert((o.expires_at, o.id.clone()));
-        }
-    }
-
-    fn unindex_order(&mut self, id: &str) {
-        if let Some(old) = self.d.orders.get(id) {
-            self.order_expiry.remove(&(old.expires_at, old.id.clone()));
+            self.expiry.insert((o.expires_at, o.id.clone()));
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::clock::Millis;
 use crate::error::{DomainError, DomainResult};
 use crate::model::{EventRec, IdempotencyRec, OrderRec, OrderStatus};
 
-use super::ShardData;
+use super::{Map, ShardData};
 
 /// Most distinct SKUs in one cart.
 pub(crate) const MAX_CART_LINES: usize = 100;
@@ -108,7 +108,8 @@ impl ShardData {
 
     /// Pending orders whose time ran out at `now` (at most `max`).
     pub fn overdue_orders(&self, now: Millis, max: usize) -> Vec<String> {
-        self.order_expiry
+        self.orders
+            .expiry
             .iter()
             .take_while(|(at, _)| *at <= now)
             .take(max)
@@ -126,8 +127,8 @@ impl ShardData {
     ) -> OrderPage {
         let empty = Default::default();
         let set = match user_id {
-            Some(u) => self.orders_by_user.get(u).unwrap_or(&empty),
-            None => &self.orders_by_time,
+            Some(u) => self.orders.by_user.get(u).unwrap_or(&empty),
+            None => &self.orders.by_time,
         };
         let mut it = set
             .iter()
@@ -141,9 +142,7 @@ impl ShardData {
 
     /// The first response recorded under a user's idempotency key.
     pub fn idempotent(&self, user_id: &str, key: &str) -> Option<&IdempotencyRec> {
-        self.d
-            .idempotency
-            .get(&(user_id.to_owned(), key.to_owned()))
+        self.d.idempotency.get(user_id)?.get(key)
     }
 
     /// How long idempotency records are kept (API.md: at least 24 h).
@@ -156,6 +155,7 @@ impl ShardData {
         self.d
             .idempotency
             .values()
+            .flat_map(Map::values)
             .any(|r| r.at < before)
             .then_some(Change::IdempotencyExpired { before })
     }

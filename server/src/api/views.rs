@@ -150,10 +150,7 @@ pub fn cart(lines: Vec<(String, CartLine)>) -> CartView {
         })
         .collect();
     CartView {
-        total_cents: items
-            .iter()
-            .map(|l| l.price_cents.saturating_mul(i64::from(l.quantity)))
-            .fold(0, i64::saturating_add),
+        total_cents: rayltics_commerce::model::total_cents(&items),
         items,
         currency,
     }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
-use rayltics_commerce::model::{Line, OrderRec, OrderStatus};
+use rayltics_commerce::model::{Line, OrderRec, OrderStatus, total_cents};
 use rayltics_commerce::state::ReserveLine;
 use rayltics_commerce::{Change, DomainError, DomainResult, ids};
 use rayltics_shards::ShardId;
@@ -190,10 +190,7 @@ async fn place(state: &ShardState, p: PlaceOrder) -> DomainResult<OpReply> {
         id: order_id.clone(),
         user_id: p.user_id.clone(),
         status: OrderStatus::Pending,
-        total_cents: priced
-            .iter()
-            .map(|l| l.price_cents.saturating_mul(i64::from(l.quantity)))
-            .fold(0i64, i64::saturating_add),
+        total_cents: total_cents(&priced),
         items: priced,
         currency: currency.unwrap_or_else(|| "USD".into()),
         sale_id: None,
@@ -201,10 +198,7 @@ async fn place(state: &ShardState, p: PlaceOrder) -> DomainResult<OpReply> {
         updated_at: now,
         expires_at,
     };
-    let body = views::order_json(&order);
-    let payload = crate::events::order_payload(&order);
-    changes.extend(state.store.read().plan_order_put(order, payload, now));
-    changes.push(guard.record(201, body.clone(), now));
+    let body = record_new_order(state, &guard, order, now, &mut changes);
     if from_cart {
         changes.push(Change::CartCleared {
             user_id: p.user_id.clone(),
@@ -217,6 +211,22 @@ async fn place(state: &ShardState, p: PlaceOrder) -> DomainResult<OpReply> {
         return Err(e);
     }
     Ok(OpReply::Stored { status: 201, body })
+}
+
+/// Appends to `changes` what records a new pending order: the order, its
+/// event and, under the guard's key, its 201 response; returns that body.
+pub(super) fn record_new_order(
+    state: &ShardState,
+    guard: &idempotency::Guard<'_>,
+    order: OrderRec,
+    now: rayltics_commerce::Millis,
+    changes: &mut Vec<Change>,
+) -> Vec<u8> {
+    let body = views::order_json(&order);
+    let payload = crate::events::order_payload(&order);
+    changes.extend(state.store.read().plan_order_put(order, payload, now));
+    changes.push(guard.record(201, body.clone(), now));
+    body
 }
 
 /// The order, if `caller` may see it (owner or admin); 404 otherwise.

@@ -5,12 +5,12 @@
 //! price in one commit with its event and idempotency record. When buyer and
 //! sale share a shard, reservation and order go into that one commit.
 
-use rayltics_commerce::model::{Line, OrderRec, OrderStatus};
+use rayltics_commerce::model::{Line, OrderRec, OrderStatus, total_cents};
 use rayltics_commerce::{DomainError, DomainResult, ids};
 
 use super::idempotency::{self, Begin};
+use super::orders::record_new_order;
 use super::{Op, OpReply, call};
-use crate::api::views;
 use crate::service::ShardState;
 
 /// A flash-sale purchase (runs on the buyer's shard).
@@ -109,10 +109,7 @@ async fn purchase(state: &ShardState, p: Purchase) -> DomainResult<OpReply> {
         id: order_id.clone(),
         user_id: p.user_id.clone(),
         status: OrderStatus::Pending,
-        total_cents: items
-            .iter()
-            .map(|l| l.price_cents.saturating_mul(i64::from(l.quantity)))
-            .sum(),
+        total_cents: total_cents(&items),
         items,
         currency,
         sale_id: Some(p.sale_id.clone()),
@@ -120,10 +117,7 @@ async fn purchase(state: &ShardState, p: Purchase) -> DomainResult<OpReply> {
         updated_at: now,
         expires_at,
     };
-    let body = views::order_json(&order);
-    let payload = crate::events::order_payload(&order);
-    changes.extend(state.store.read().plan_order_put(order, payload, now));
-    changes.push(guard.record(201, body.clone(), now));
+    let body = record_new_order(state, &guard, order, now, &mut changes);
     if let Err(e) = state.store.commit(changes).await {
         if local {
             return Err(e);
