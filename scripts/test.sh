@@ -2,7 +2,9 @@
 # Runs the whole test suite the way CI does: installs what is missing, starts
 # the local backends (PostgreSQL, Redis, a Kafka-protocol broker, a
 # MongoDB-wire server) under target/infra, then formatting, lints, tests, and
-# against a live node: schemathesis (scripts/schemathesis.sh) and a bench smoke run.
+# against a live node: schemathesis (scripts/schemathesis.sh), the Autobahn
+# WebSocket conformance cases (scripts/autobahn.sh, report in target/autobahn)
+# and a bench smoke run.
 #
 #   RAYLTICS_TEST_BACKENDS=pg,redis   start only these (default: all four)
 #   RAYLTICS_TEST_BACKENDS=none       start none (tests that need one fail)
@@ -40,6 +42,9 @@ cargo test --workspace --locked
 
 step "schemathesis"
 scripts/schemathesis.sh
+
+step "autobahn"
+scripts/autobahn.sh
 
 step "bench smoke"
 scripts/bench-smoke.sh

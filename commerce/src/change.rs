@@ -10,7 +10,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::clock::Millis;
 use crate::model::{
-    EventRec, IdempotencyRec, OrderRec, ProductRec, ReservationRec, SaleRec, UserRec,
+    ChatMessageRec, EventRec, IdempotencyRec, OrderRec, ProductRec, ReservationRec, SaleRec,
+    UserRec,
 };
 
 /// One state change.
@@ -103,4 +104,6 @@ pub enum Change {
         /// Records with `at < before` go.
         before: Millis,
     },
+    /// A chat message was accepted by its room (the room's shard).
+    ChatPosted(ChatMessageRec),
 }

@@ -235,3 +235,20 @@ pub struct EventRec {
     /// The aggregate after the change, as JSON.
     pub payload: Vec<u8>,
 }
+
+/// One chat message, as archived on its room's shard.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ChatMessageRec {
+    /// Room name.
+    pub room: String,
+    /// Position in the room (from 1, gap-free).
+    pub seq: u64,
+    /// Message id (UUIDv7).
+    pub id: String,
+    /// Sender's user id.
+    pub from: String,
+    /// The text.
+    pub text: String,
+    /// When the room's shard accepted it.
+    pub at: Millis,
+}

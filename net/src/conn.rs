@@ -45,14 +45,30 @@ const MAX_CHUNK_LINE: usize = 1024;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+/// How [`serve`] left a connection.
+#[derive(Debug)]
+pub enum Served {
+    /// HTTP is over: the client closed, a limit or timeout ended it, or the
+    /// shard drained it.
+    Closed,
+    /// The handler answered `101 Switching Protocols` and the response was
+    /// written: the transport now speaks the upgraded protocol.
+    Upgraded {
+        /// What the handler attached to its `101`.
+        payload: crate::response::UpgradePayload,
+        /// Bytes the client sent after the upgrade request (already read).
+        leftover: Vec<u8>,
+    },
+}
+
 /// Serves one connection until the client closes it, a limit or timeout
-/// ends it, or `shutdown` drains it.
+/// ends it, `shutdown` drains it, or a handler upgrades it.
 pub async fn serve<T: Transport, H: Handler>(
     io: &mut T,
     handler: &H,
     limits: &HttpLimits,
     shutdown: &Shutdown,
-) {
+) -> Served {
     let mut conn = Conn {
         io,
         limits,
@@ -71,7 +87,17 @@ pub async fn serve<T: Transport, H: Handler>(
     loop {
         match conn.next_request(&mut req, shutdown).await {
             Next::Request { keep_alive } => {
-                let response = handler.handle(&req).await;
+                let mut response = handler.handle(&req).await;
+                if response.status == 101
+                    && let Some(payload) = response.upgrade.take()
+                {
+                    response.encode(&mut conn.wbuf, Connection::Default, false);
+                    if conn.flush().await.is_err() {
+                        return Served::Closed;
+                    }
+                    let leftover = conn.rbuf[conn.pos..].to_vec();
+                    return Served::Upgraded { payload, leftover };
+                }
                 let close = !keep_alive || response.close || shutdown.is_triggered();
                 let connection = if close {
                     Connection::Close
@@ -88,12 +114,12 @@ pub async fn serve<T: Transport, H: Handler>(
                     if conn.flush().await.is_ok() && unread {
                         conn.linger().await;
                     }
-                    return;
+                    return Served::Closed;
                 }
                 if (conn.wbuf.len() >= WRITE_BATCH_BYTES || conn.pos == conn.rbuf.len())
                     && conn.flush().await.is_err()
                 {
-                    return;
+                    return Served::Closed;
                 }
             }
             Next::Fail(problem) => {
@@ -104,11 +130,11 @@ pub async fn serve<T: Transport, H: Handler>(
                 if conn.flush().await.is_ok() {
                     conn.linger().await;
                 }
-                return;
+                return Served::Closed;
             }
             Next::Close => {
                 let _ = conn.flush().await;
-                return;
+                return Served::Closed;
             }
         }
         conn.shrink();

@@ -13,6 +13,9 @@
 //! - [`router`]: method + path-pattern matching with `{param}` captures.
 //! - [`problem`]: RFC 9457 problem+json, the one error shape of the API.
 //! - [`shutdown`]: a shard-local drain signal.
+//! - A handler may answer `101 Switching Protocols` with an upgrade
+//!   payload ([`Response::switching_protocols`]): `serve` then writes it and
+//!   returns [`Served::Upgraded`], handing the connection to its caller.
 //! - [`transport`]: the byte stream a connection runs on (TCP, or memory in
 //!   tests and fuzzing).
 //!
@@ -34,11 +37,11 @@ pub mod router;
 pub mod shutdown;
 pub mod transport;
 
-pub use conn::{Handler, serve};
+pub use conn::{Handler, Served, serve};
 pub use limits::HttpLimits;
 pub use problem::Problem;
 pub use request::{Method, Request};
-pub use response::Response;
+pub use response::{Response, UpgradePayload};
 pub use router::{Match, Params, Router};
 pub use shutdown::Shutdown;
 pub use transport::Transport;

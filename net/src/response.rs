@@ -1,6 +1,13 @@
 //! The response a handler returns, and its wire encoding.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use bytes::Bytes;
+
+/// What a `101 Switching Protocols` response hands to the new protocol's
+/// driver (for a WebSocket: the authenticated session).
+pub type UpgradePayload = Arc<dyn Any + Send + Sync>;
 
 /// An HTTP response. `Content-Length`, `Date` and, when closing,
 /// `Connection: close` are added by the connection.
@@ -16,6 +23,9 @@ pub struct Response {
     pub body: Bytes,
     /// Ask the connection to close after this response.
     pub close: bool,
+    /// Set on a `101`: the connection leaves HTTP after this response and
+    /// [`crate::serve`] returns [`crate::Served::Upgraded`] with it.
+    pub upgrade: Option<UpgradePayload>,
 }
 
 impl Response {
@@ -27,7 +37,18 @@ impl Response {
             headers: Vec::new(),
             body: Bytes::new(),
             close: false,
+            upgrade: None,
         }
+    }
+
+    /// A `101 Switching Protocols` to `protocol` (the `upgrade` header),
+    /// carrying `payload` to the protocol's driver.
+    pub fn switching_protocols(protocol: &'static str, payload: UpgradePayload) -> Self {
+        let mut r = Self::new(101)
+            .with_header("upgrade", protocol)
+            .with_header("connection", "upgrade");
+        r.upgrade = Some(payload);
+        r
     }
 
     /// Sets the body and its content type.
@@ -109,6 +130,7 @@ pub enum Connection {
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         202 => "Accepted",

@@ -128,6 +128,7 @@ impl CommerceShared {
             )),
             in_flight: RefCell::new(HashSet::new()),
             router: RefCell::new(None),
+            realtime: Default::default(),
         })
     }
 }

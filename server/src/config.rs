@@ -50,6 +50,8 @@ pub struct Config {
     pub journal: JournalConfig,
     /// Auth, orders and flash sales.
     pub commerce: CommerceConfig,
+    /// WebSocket chat and notifications.
+    pub realtime: RealtimeConfig,
     /// Switches for tests; all off in production.
     pub debug: DebugConfig,
 }
@@ -125,6 +127,69 @@ pub struct JournalConfig {
     pub snapshot_every_records: u64,
     /// Start a new segment file after this many bytes.
     pub segment_bytes: u64,
+}
+
+/// WebSocket chat and notifications (`GET /ws`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Serve an unauthenticated echo WebSocket at `/ws/echo` (conformance
+    /// tests only; off in production).
+    pub echo_endpoint: bool,
+    /// Largest client message after reassembling fragments, bytes (1009).
+    pub max_message_bytes: usize,
+    /// Send backlog per connection, bytes; a reader that falls further
+    /// behind is cut off with 1008.
+    pub send_queue_bytes: usize,
+    /// A connection silent this long (no frame, not even a pong) is closed
+    /// with 1001, ms.
+    pub idle_timeout_ms: u64,
+    /// The server pings a connection it has sent nothing to for this long, ms.
+    pub ping_interval_ms: u64,
+    /// Rooms one connection may be in.
+    pub max_rooms_per_connection: usize,
+    /// Connections one room may hold.
+    pub max_members_per_room: usize,
+    /// Client frames per second per connection (sustained).
+    pub messages_per_second: u32,
+    /// Client frames per connection in a burst.
+    pub message_burst: u32,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            echo_endpoint: false,
+            max_message_bytes: 64 * 1024,
+            send_queue_bytes: 1024 * 1024,
+            idle_timeout_ms: 60_000,
+            ping_interval_ms: 20_000,
+            max_rooms_per_connection: 64,
+            max_members_per_room: 100_000,
+            messages_per_second: 50,
+            message_burst: 100,
+        }
+    }
+}
+
+impl RealtimeConfig {
+    /// The settings shards use.
+    pub fn settings(&self) -> crate::realtime::Settings {
+        use std::time::Duration;
+        crate::realtime::Settings {
+            echo_endpoint: self.echo_endpoint,
+            socket: crate::realtime::socket::SocketLimits {
+                max_message_bytes: self.max_message_bytes,
+                send_queue_bytes: self.send_queue_bytes,
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                ping_interval: Duration::from_millis(self.ping_interval_ms),
+            },
+            max_rooms_per_connection: self.max_rooms_per_connection,
+            max_members_per_room: self.max_members_per_room,
+            messages_per_second: self.messages_per_second,
+            message_burst: self.message_burst,
+        }
+    }
 }
 
 /// Auth, orders and flash sales.
@@ -207,6 +272,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             journal: JournalConfig::default(),
             commerce: CommerceConfig::default(),
+            realtime: RealtimeConfig::default(),
             debug: DebugConfig::default(),
         }
     }
@@ -263,6 +329,7 @@ const ENV_KEYS: &[&str] = &[
     "shutdown",
     "journal",
     "commerce",
+    "realtime",
     "debug",
 ];
 
@@ -396,6 +463,35 @@ impl Config {
             self.journal.snapshot_every_records,
         )?;
         positive("journal.segment_bytes", self.journal.segment_bytes)?;
+        let r = &self.realtime;
+        if !(126..=64 << 20).contains(&r.max_message_bytes) {
+            return Err("config: realtime.max_message_bytes must be within 126..=64 MiB".into());
+        }
+        if r.send_queue_bytes < r.max_message_bytes.min(64 * 1024) {
+            return Err(
+                "config: realtime.send_queue_bytes must hold at least one 64 KiB message".into(),
+            );
+        }
+        positive("realtime.idle_timeout_ms", r.idle_timeout_ms)?;
+        positive("realtime.ping_interval_ms", r.ping_interval_ms)?;
+        if r.ping_interval_ms >= r.idle_timeout_ms {
+            return Err(
+                "config: realtime.ping_interval_ms must be below realtime.idle_timeout_ms".into(),
+            );
+        }
+        positive(
+            "realtime.max_rooms_per_connection",
+            r.max_rooms_per_connection as u64,
+        )?;
+        positive(
+            "realtime.max_members_per_room",
+            r.max_members_per_room as u64,
+        )?;
+        positive(
+            "realtime.messages_per_second",
+            u64::from(r.messages_per_second),
+        )?;
+        positive("realtime.message_burst", u64::from(r.message_burst))?;
         Ok(())
     }
 

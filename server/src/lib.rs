@@ -17,6 +17,7 @@
 //!   each shard's store start-up, admin bootstrap, expiry sweeps.
 //! - [`bridge`] / [`sidecar`]: typed channels to and from the tokio sidecar,
 //!   which serves gRPC (health, reflection, `rayltics.node.v1`).
+//! - [`realtime`]: WebSocket chat rooms and order notifications (`GET /ws`).
 //! - [`events`]: the embedded event log's wire format (Protobuf payloads).
 //! - [`metrics`]: Prometheus families with per-shard labels.
 //! - [`telemetry`]: the tracing subscriber.
@@ -27,7 +28,9 @@
 //! `http::App::handle`, which routes it. A handler that needs a key owned by
 //! another shard calls `ShardRouter::call(owner, ShardRequest::..)`: inline
 //! when local, otherwise over the mesh ring to the owner and back. The
-//! response is written on the accepting shard's connection.
+//! response is written on the accepting shard's connection. A `GET /ws`
+//! answered with `101` leaves HTTP: the shard runs the connection as a
+//! WebSocket ([`realtime`]) until it closes.
 
 pub mod api;
 pub mod bridge;
@@ -38,6 +41,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod ops;
+pub mod realtime;
 pub mod service;
 pub mod shard;
 pub mod sidecar;

@@ -76,6 +76,7 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
         node: shared.clone(),
         sidecar: sidecar.handle(),
         commerce,
+        realtime: Arc::new(config.realtime.settings()),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop, stop_rx) = watch::channel(false);

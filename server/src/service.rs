@@ -17,6 +17,7 @@ use rayltics_shards::{Service, ShardId};
 
 use crate::commerce::CommerceShared;
 use crate::ops::{Op, OpReply};
+use crate::realtime::{ChatOp, ChatReply, Hub};
 
 /// Requests between shards.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub enum ShardRequest {
     Ping,
     /// A commerce operation on state this shard owns.
     Op(Op),
+    /// A real-time operation (rooms, deliveries, notifications).
+    Chat(ChatOp),
 }
 
 /// Responses between shards.
@@ -46,6 +49,8 @@ pub enum ShardResponse {
     Pong,
     /// Answer to [`ShardRequest::Op`].
     Op(DomainResult<OpReply>),
+    /// Answer to [`ShardRequest::Chat`].
+    Chat(DomainResult<ChatReply>),
 }
 
 /// A shard's own state. Owned by exactly one shard; never leaves its thread.
@@ -70,6 +75,8 @@ pub struct ShardState {
     /// The mesh router, set once the shard has joined the mesh; taken on
     /// stop (it holds this state: the cycle is broken there).
     pub router: RefCell<Option<ShardRouter>>,
+    /// WebSocket connections held here and rooms owned here.
+    pub realtime: Hub,
 }
 
 impl ShardState {
@@ -94,6 +101,9 @@ impl Service for ShardState {
             },
             ShardRequest::Ping => ShardResponse::Pong,
             ShardRequest::Op(op) => ShardResponse::Op(crate::ops::execute(&self, op).await),
+            ShardRequest::Chat(op) => {
+                ShardResponse::Chat(Box::pin(crate::realtime::rooms::execute(&self, op)).await)
+            }
         }
     }
 }

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use futures::future::{Either, select};
 use tokio::sync::{mpsc, watch};
 
-use rayltics_net::{HttpLimits, Shutdown};
+use rayltics_net::{HttpLimits, Served, Shutdown};
 use rayltics_shards::{MeshEndpoint, ShardId};
 
 use crate::bridge::{ShardCall, SidecarHandle};
 use crate::commerce::{self, CommerceShared};
 use crate::http::{App, NodeShared};
 use crate::metrics::Metrics;
+use crate::realtime;
 use crate::service::{ShardEnvelope, ShardRequest, ShardResponse, ShardRouter, ShardState};
 
 /// What a shard owns from birth; moved into its thread.
@@ -51,6 +52,8 @@ pub struct ShardContext {
     pub sidecar: SidecarHandle,
     /// Node-wide commerce context.
     pub commerce: Arc<CommerceShared>,
+    /// WebSocket limits and switches.
+    pub realtime: Arc<realtime::Settings>,
 }
 
 /// Runs shard `id` until the node stops and its connections have drained.
@@ -78,11 +81,14 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
         return fail("cannot create the admin", &e);
     }
     monoio::spawn(commerce::sweep(state.clone()));
+    monoio::spawn(realtime::sweep(state.clone()));
     let _ = ready.send(Ok(id));
+    let realtime = Rc::new(ctx.realtime.as_ref().clone());
     let app = Rc::new(App::new(
         router.clone(),
         ctx.metrics.for_shard(id),
         ctx.node.clone(),
+        realtime.clone(),
     ));
     ctx.metrics
         .store
@@ -121,9 +127,16 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
         open.set(open.get() + 1);
         app.metrics().open_connections.inc();
         let (app, ctx, shutdown, open) = (app.clone(), ctx.clone(), shutdown.clone(), open.clone());
+        let (state, realtime) = (state.clone(), realtime.clone());
         monoio::spawn(async move {
             let mut stream = stream;
-            rayltics_net::serve(&mut stream, &*app, &ctx.limits, &shutdown).await;
+            let served = rayltics_net::serve(&mut stream, &*app, &ctx.limits, &shutdown).await;
+            if let Served::Upgraded { payload, leftover } = served {
+                app.metrics().open_websockets.inc();
+                realtime::serve_socket(stream, leftover, payload, &state, &realtime, &shutdown)
+                    .await;
+                app.metrics().open_websockets.dec();
+            }
             open.set(open.get() - 1);
             app.metrics().open_connections.dec();
         });
@@ -148,9 +161,12 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
 /// Sets the shard's store gauges from its state once a second.
 async fn update_store_gauges(app: Rc<App>, state: Rc<ShardState>) {
     loop {
-        app.metrics()
-            .store
-            .update(&state.store.read(), &state.tokens.borrow());
+        let m = app.metrics();
+        m.store.update(&state.store.read(), &state.tokens.borrow());
+        let cut = state.realtime.slow_consumers.get();
+        if cut > m.slow_consumers.get() {
+            m.slow_consumers.inc_by(cut - m.slow_consumers.get());
+        }
         monoio::time::sleep(Duration::from_secs(1)).await;
     }
 }

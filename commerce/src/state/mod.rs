@@ -8,8 +8,10 @@
 //! - `catalog`: products and their search.
 //! - `stock`: inventory, reservations, flash sales (the SKU's shard).
 //! - `orders`: orders, carts, idempotency, the event log (the user's shard).
+//! - `chat`: each room's sequence and message archive (the room's shard).
 
 mod catalog;
+mod chat;
 mod orders;
 mod stock;
 mod users;
@@ -27,6 +29,7 @@ use crate::model::{
 use crate::search::{ProductDoc, SearchIndex};
 
 pub use catalog::ProductPatch;
+pub use chat::{ROOM_ARCHIVE_RETAINED, RoomLog, RoomSlice};
 pub use orders::{CartLine, OrderPage};
 pub use stock::{RESERVATION_GRACE_MS, ReserveLine, SaleCounts};
 pub use users::RefreshOutcome;
@@ -60,6 +63,8 @@ pub struct Durable {
     idempotency: Map<String, Map<String, IdempotencyRec>>,
     events: VecDeque<EventRec>,
     next_event_offset: u64,
+    /// room -> its sequence and archive.
+    rooms: Map<String, RoomLog>,
 }
 
 /// A shard's commerce state.
@@ -219,6 +224,7 @@ impl ShardData {
                     !keys.is_empty()
                 });
             }
+            Change::ChatPosted(m) => self.apply_chat_posted(m),
             Change::Event(e) => {
                 self.d.next_event_offset = e.offset + 1;
                 self.d.events.push_back(e);

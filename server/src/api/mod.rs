@@ -6,7 +6,7 @@
 //! `ops::Op` and sends it to the shard that owns the key, then renders the
 //! reply with `views`.
 //!
-//! - `auth`, `catalog`, `cart`, `orders`, `sales`: the handlers.
+//! - `auth`, `catalog`, `cart`, `orders`, `sales`, `chat`: the handlers.
 //! - `input`: body and query parsing, field validation.
 //! - `views`: the JSON shapes.
 //! - `openapi`: the OpenAPI 3.1 document of all of the above (utoipa
@@ -15,6 +15,7 @@
 mod auth;
 mod cart;
 mod catalog;
+mod chat;
 mod input;
 pub mod openapi;
 mod orders;
@@ -79,13 +80,15 @@ pub enum Route {
     GetSale,
     /// POST /api/v1/flash-sales/{id}/purchase
     Purchase,
+    /// GET /api/v1/chat/rooms/{room}/messages
+    RoomMessages,
     /// POST /debug/clock (only with `debug.manual_clock`)
     AdvanceClock,
 }
 
 /// The API's routes: method, path pattern, route. The operations of the
 /// OpenAPI document (`openapi`) are these, less `/debug/*`.
-pub const ROUTES: [(Method, &str, Route); 24] = {
+pub const ROUTES: [(Method, &str, Route); 25] = {
     use Method::{Delete, Get, Patch, Post, Put};
     [
         (Post, "/api/v1/auth/register", Route::Register),
@@ -115,6 +118,11 @@ pub const ROUTES: [(Method, &str, Route); 24] = {
         (Post, "/api/v1/flash-sales", Route::CreateSale),
         (Get, "/api/v1/flash-sales/{id}", Route::GetSale),
         (Post, "/api/v1/flash-sales/{id}/purchase", Route::Purchase),
+        (
+            Get,
+            "/api/v1/chat/rooms/{room}/messages",
+            Route::RoomMessages,
+        ),
         (Post, "/debug/clock", Route::AdvanceClock),
     ]
 };
@@ -176,7 +184,8 @@ impl From<Problem> for ApiError {
 }
 
 impl ApiError {
-    fn into_response(self) -> Response {
+    /// The problem+json response.
+    pub fn into_response(self) -> Response {
         let unauthorized = self.0.status == 401;
         let mut r = self.0.into_response();
         if let Some(secs) = self.1 {
@@ -215,6 +224,7 @@ pub async fn handle(route: Route, ctx: Ctx<'_>) -> Response {
         Route::CreateSale => sales::create(&ctx).await,
         Route::GetSale => sales::get(&ctx).await,
         Route::Purchase => sales::purchase(&ctx).await,
+        Route::RoomMessages => chat::messages(&ctx).await,
         Route::AdvanceClock => advance_clock(&ctx),
     };
     result.unwrap_or_else(ApiError::into_response)
@@ -233,18 +243,7 @@ impl Ctx<'_> {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(DomainError::Unauthorized("missing bearer token"))?;
-        let now_secs = self.state.shared.clock.now_ms() / 1000;
-        if let Some(claims) = self.state.tokens.borrow_mut().get(token, now_secs) {
-            return Ok(claims);
-        }
-        let claims = self
-            .state
-            .shared
-            .keys
-            .verify(token, now_secs)
-            .map_err(|_| DomainError::Unauthorized("invalid or expired access token"))?;
-        self.state.tokens.borrow_mut().insert(token, claims.clone());
-        Ok(claims)
+        verify_token(self.state, token)
     }
 
     /// The caller, from the bearer token.
@@ -274,6 +273,22 @@ impl Ctx<'_> {
     pub fn now_ms(&self) -> i64 {
         self.state.shared.clock.now_ms()
     }
+}
+
+/// The claims of a valid access token (the shard's verified-token cache
+/// first, then the signature check).
+pub fn verify_token(state: &ShardState, token: &str) -> Result<Claims, ApiError> {
+    let now_secs = state.shared.clock.now_ms() / 1000;
+    if let Some(claims) = state.tokens.borrow_mut().get(token, now_secs) {
+        return Ok(claims);
+    }
+    let claims = state
+        .shared
+        .keys
+        .verify(token, now_secs)
+        .map_err(|_| DomainError::Unauthorized("invalid or expired access token"))?;
+    state.tokens.borrow_mut().insert(token, claims.clone());
+    Ok(claims)
 }
 
 /// POST /debug/clock `{"advance_ms": N}`: moves the manual clock (404

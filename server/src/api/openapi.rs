@@ -15,7 +15,7 @@ use rayltics_net::Response;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{auth, cart, catalog, orders, sales};
+use super::{auth, cart, catalog, chat, orders, sales};
 
 /// Media type of every error body (RFC 9457).
 pub(super) const PROBLEM_JSON: &str = "application/problem+json";
@@ -56,6 +56,7 @@ pub(super) const BEARER: &str = "bearerAuth";
         sales::create,
         sales::get,
         sales::purchase,
+        chat::messages,
         ops_docs::healthz,
         ops_docs::readyz,
         ops_docs::metrics,
@@ -70,6 +71,7 @@ pub(super) const BEARER: &str = "bearerAuth";
         (name = "cart", description = "The caller's cart"),
         (name = "orders", description = "Orders: reserve, pay or cancel"),
         (name = "flash-sales", description = "Limited sales of one SKU"),
+        (name = "chat", description = "Chat history (live chat is the WebSocket at GET /ws)"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     ),
 )]

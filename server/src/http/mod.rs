@@ -15,6 +15,7 @@ use rayltics_net::{Handler, Match, Method, Problem, Request, Response, Router};
 
 use crate::api::{self, Route};
 use crate::metrics::ShardMetrics;
+use crate::realtime;
 use crate::service::{ShardRouter, ShardState};
 
 /// Node-wide facts every shard's app reads.
@@ -32,6 +33,8 @@ enum Endpoint {
     Metrics,
     OpenApi,
     ShardOf,
+    WebSocket,
+    EchoSocket,
     Api(Route),
 }
 
@@ -48,23 +51,32 @@ pub struct App {
     shard: ShardRouter,
     metrics: ShardMetrics,
     node: Arc<NodeShared>,
+    realtime: Rc<realtime::Settings>,
 }
 
 impl App {
     /// Builds the app of one shard.
-    pub fn new(shard: ShardRouter, metrics: ShardMetrics, node: Arc<NodeShared>) -> Self {
+    pub fn new(
+        shard: ShardRouter,
+        metrics: ShardMetrics,
+        node: Arc<NodeShared>,
+        realtime: Rc<realtime::Settings>,
+    ) -> Self {
         let routes = Router::new()
             .route(Method::Get, "/healthz", Endpoint::Healthz)
             .route(Method::Get, "/readyz", Endpoint::Readyz)
             .route(Method::Get, "/metrics", Endpoint::Metrics)
             .route(Method::Get, "/openapi.json", Endpoint::OpenApi)
-            .route(Method::Get, "/debug/shards/{key}", Endpoint::ShardOf);
+            .route(Method::Get, "/debug/shards/{key}", Endpoint::ShardOf)
+            .route(Method::Get, "/ws", Endpoint::WebSocket)
+            .route(Method::Get, "/ws/echo", Endpoint::EchoSocket);
         let routes = api::routes(routes);
         Self {
             routes,
             shard,
             metrics,
             node,
+            realtime,
         }
     }
 
@@ -95,6 +107,8 @@ impl Handler for App {
                     Endpoint::ShardOf => {
                         ops::shard_of(&self.shard, params.get("key").unwrap_or_default()).await
                     }
+                    Endpoint::WebSocket => realtime::upgrade::chat(req, self.state()),
+                    Endpoint::EchoSocket => realtime::upgrade::echo(req, &self.realtime),
                     Endpoint::Api(route) => {
                         let ctx = api::Ctx {
                             state: self.state(),

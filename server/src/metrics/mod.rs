@@ -36,6 +36,8 @@ pub struct Metrics {
     http_duration: HistogramVec,
     open_connections: IntGaugeVec,
     rejected_connections: IntCounterVec,
+    open_websockets: IntGaugeVec,
+    slow_consumers: IntCounterVec,
     mesh: IntCounterVec,
     mesh_source: Mutex<Option<MeshStats>>,
     /// The commerce store's families.
@@ -76,6 +78,19 @@ impl Metrics {
             &["shard"],
         )
         .expect("valid metric");
+        let open_websockets = IntGaugeVec::new(
+            Opts::new("websocket_open_connections", "Open WebSocket connections."),
+            &["shard"],
+        )
+        .expect("valid metric");
+        let slow_consumers = IntCounterVec::new(
+            Opts::new(
+                "websocket_slow_consumers_total",
+                "WebSocket connections closed with 1008 because their send queue was full.",
+            ),
+            &["shard"],
+        )
+        .expect("valid metric");
         let mesh = IntCounterVec::new(
             Opts::new("mesh_events_total", "Cross-shard mesh events, by kind."),
             &["shard", "kind"],
@@ -86,6 +101,8 @@ impl Metrics {
             Box::new(http_duration.clone()),
             Box::new(open_connections.clone()),
             Box::new(rejected_connections.clone()),
+            Box::new(open_websockets.clone()),
+            Box::new(slow_consumers.clone()),
             Box::new(mesh.clone()),
         ] {
             registry.register(c).expect("unique metric");
@@ -98,6 +115,8 @@ impl Metrics {
             http_duration,
             open_connections,
             rejected_connections,
+            open_websockets,
+            slow_consumers,
             mesh,
             mesh_source: Mutex::new(None),
         })
@@ -147,6 +166,8 @@ impl Metrics {
             rejected_connections: self
                 .rejected_connections
                 .with_label_values(&[label.as_str()]),
+            open_websockets: self.open_websockets.with_label_values(&[label.as_str()]),
+            slow_consumers: self.slow_consumers.with_label_values(&[label.as_str()]),
             store: self.store.for_shard(&label),
             label,
             node: self.clone(),
@@ -168,6 +189,10 @@ pub struct ShardMetrics {
     pub open_connections: IntGauge,
     /// Connections refused at the per-shard limit.
     pub rejected_connections: IntCounter,
+    /// Open WebSocket connections on this shard.
+    pub open_websockets: IntGauge,
+    /// Slow WebSocket consumers cut off on this shard.
+    pub slow_consumers: IntCounter,
     /// Store gauges of this shard.
     pub store: ShardStoreGauges,
 }

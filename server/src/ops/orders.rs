@@ -210,6 +210,7 @@ async fn place(state: &ShardState, p: PlaceOrder) -> DomainResult<OpReply> {
         }
         return Err(e);
     }
+    crate::realtime::notify_order(state, &p.user_id, &body).await;
     Ok(OpReply::Stored { status: 201, body })
 }
 
@@ -312,6 +313,7 @@ async fn finish(state: &ShardState, id: &str, status: OrderStatus) -> DomainResu
         .read()
         .plan_order_put(order.clone(), payload, now);
     state.store.commit(changes).await?;
+    crate::realtime::notify_order(state, &order.user_id, &views::order_json(&order)).await;
     Ok(order)
 }
 

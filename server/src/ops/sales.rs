@@ -129,5 +129,6 @@ async fn purchase(state: &ShardState, p: Purchase) -> DomainResult<OpReply> {
         let _ = call(&router, sale_shard, release).await;
         return Err(e);
     }
+    crate::realtime::notify_order(state, &p.user_id, &body).await;
     Ok(OpReply::Stored { status: 201, body })
 }
