@@ -4,7 +4,11 @@
 # pipelined burst off), and fails unless a report was written with traffic
 # and no errors. Then the flash-sale scenario: a 300-unit sale bought out by
 # 50 users must pass the correctness gate, and the same run checked against a
-# stock of 299 (--gate-stock) must fail it. Uses the debug binaries of the
+# stock of 299 (--gate-stock) must fail it. Then browse (searches and product
+# pages over a 200-product catalog), checkout (cart, order, payment; every 4th
+# declined) whose gate lists every order back and must pass (and must fail
+# when told to expect declined orders paid), and mixed (bench/scenarios/
+# shop.toml, open loop) with both gates. Uses the debug binaries of the
 # current build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,3 +90,73 @@ assert gate["passed"] is False and gate["gate_stock"] == 299, f"gate: {gate}"
 print(f"bench-smoke: flash sale with --gate-stock 299: gate failed as it must ({gate['detail']})")
 PY
 grep -q 'gate: FAILED' "$work/flash-bad/summary.md" || { echo "bench-smoke: no failed gate in summary.md" >&2; exit 1; }
+
+# Browse: anonymous searches and Zipf-skewed product pages over a catalog of
+# 200 products the admin creates (or finds from an earlier run).
+"$bin/rayltics-bench" run --scenario browse --target "http://$http" --connections 8 \
+  --products 200 --warmup 500ms --duration 2s --out "$work/browse" >/dev/null
+check "$work/browse"
+python3 - "$work/browse/result.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+steps = {s["step"]: s for s in doc["runs"][0]["steps"]}
+assert set(steps) == {"search", "product"}, f"steps {list(steps)}"
+for s in steps.values():
+    assert s["requests"] > 0 and s["ok"] == s["requests"], f"step {s}"
+assert doc["config"]["catalog"]["products"] == 200, doc["config"]["catalog"]
+print(f"bench-smoke: browse: {steps['search']['requests']} searches, "
+      f"{steps['product']['requests']} product pages")
+PY
+
+# Checkout: 16 users, each on its own connection, buy (cart line, order from
+# the cart, payment); every 4th payment uses the declined card. The gate lists
+# every user's orders back: each 201 must be there, paid or payment_failed as
+# the card says (or pending if its payment was never sent).
+checkout=(run --scenario checkout --target "http://$http" --connections 16 --products 200
+  --decline-every 4 --warmup 500ms --duration 2s)
+"$bin/rayltics-bench" "${checkout[@]}" --out "$work/checkout" >/dev/null
+check "$work/checkout"
+python3 - "$work/checkout/result.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+steps = {s["step"]: s for s in doc["runs"][0]["steps"]}
+assert set(steps) == {"cart", "order", "pay"}, f"steps {list(steps)}"
+gate = doc["checkout_gate"]
+assert gate["passed"] is True, f"checkout gate: {gate}"
+assert gate["orders_created"] > 0 and gate["confirmed"] == gate["orders_created"], gate
+assert gate["expect_paid"] > 0 and gate["expect_payment_failed"] > 0, gate
+assert gate["missing"] == 0 and gate["wrong_status"] == 0 and gate["unanswered"] == 0, gate
+o = doc["runs"][0]["outcomes"]
+assert o["paid"] > 0 and o["payment_failed"] > 0, o
+print(f"bench-smoke: checkout: gate passed ({gate['detail']})")
+PY
+grep -q 'checkout gate: PASSED' "$work/checkout/summary.md" \
+  || { echo "bench-smoke: no checkout gate in summary.md" >&2; exit 1; }
+# The gate's self-test: expecting the declined orders paid must fail it.
+if "$bin/rayltics-bench" "${checkout[@]}" --gate-expect-paid \
+  --out "$work/checkout-bad" >/dev/null 2>"$work/checkout-bad.err"; then
+  echo "bench-smoke: --gate-expect-paid did not fail the checkout run" >&2
+  exit 1
+fi
+grep -q 'checkout correctness gate FAILED' "$work/checkout-bad.err" \
+  || { echo "bench-smoke: failed, but not on the checkout gate:" >&2; cat "$work/checkout-bad.err" >&2; exit 1; }
+echo "bench-smoke: checkout with --gate-expect-paid: gate failed as it must"
+
+# Mixed: browse 80, checkout 15, flash-sale 5 (shares of the requests), open
+# loop; both gates must pass and every kind of request must have been sent.
+"$bin/rayltics-bench" run --scenario mixed --scenario-file bench/scenarios/shop.toml \
+  --target "http://$http" --rate 1000 --connections 16 --products 200 \
+  --warmup 500ms --duration 2s --out "$work/mixed" >/dev/null
+check "$work/mixed"
+python3 - "$work/mixed/result.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+run = doc["runs"][0]
+steps = {s["step"]: s["requests"] for s in run["steps"]}
+assert set(steps) == {"search", "product", "cart", "order", "pay", "purchase"}, f"steps {steps}"
+browse = (steps["search"] + steps["product"]) / run["requests"]
+assert 0.7 < browse < 0.9, f"browse share {browse:.2f} of {steps}"
+assert doc["gate"]["passed"] is True, f"flash-sale gate: {doc['gate']}"
+assert doc["checkout_gate"]["passed"] is True, f"checkout gate: {doc['checkout_gate']}"
+print(f"bench-smoke: mixed: {steps}, both gates passed")
+PY

@@ -3,9 +3,9 @@
 //! one registered user (connection `i` is user `i % users`) with a fresh
 //! `Idempotency-Key` per request.
 //!
-//! - [`setup`] (not measured): log the admin in, create a product with a
-//!   unique SKU and a sale on it (started 1 h ago, ending in a day), register
-//!   the users and collect their tokens.
+//! - [`setup`] (not measured): as the admin, create a product with a unique
+//!   SKU and a sale on it (started 1 h ago, ending in a day), for users
+//!   registered by [`crate::setup::register_users`].
 //! - The engine tallies every connection's answers over the whole run (warm-up
 //!   and measured window, then a drain of the requests still in flight).
 //! - [`gate`] (after the last run): `sold = quantity - remaining` read back
@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -25,23 +25,21 @@ use crate::stats::Tally;
 
 /// The purchase body: one unit per request.
 const BODY: &str = r#"{"quantity":1}"#;
-/// Password of the registered bench users.
-const USER_PASSWORD: &str = "bench-password-1";
-/// Threads registering users at setup (password hashing is the server's cost).
-const SETUP_THREADS: usize = 8;
 
-/// Options of `--scenario flash-sale`.
+/// Options of `--scenario flash-sale` (and of the setup of the other
+/// scenarios: admin, users).
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Flash sale (--scenario flash-sale)")]
+#[command(next_help_heading = "Setup and flash sale (--scenario flash-sale, mixed)")]
 pub(crate) struct FlashSaleArgs {
-    /// Admin account that creates the product and the sale.
+    /// Admin account that creates the products and the sale (every scenario
+    /// but healthz and get).
     #[arg(long, env = "RAYLTICS_ADMIN_EMAIL")]
     pub(crate) admin_email: Option<String>,
     /// Its password.
     #[arg(long, env = "RAYLTICS_ADMIN_PASSWORD", hide_env_values = true)]
     pub(crate) admin_password: Option<String>,
     /// Users registered at setup (default: `--connections`); connection `i`
-    /// buys as user `i % users`.
+    /// buys (flash-sale, checkout, mixed) as user `i % users`.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) users: Option<u64>,
     /// Units in the sale (the default does not sell out in a timed run).
@@ -91,27 +89,17 @@ fn str_field<'a>(v: &'a Value, field: &str) -> anyhow::Result<&'a str> {
         .with_context(|| format!("no string {field:?} in {v}"))
 }
 
-/// Creates the product, the sale and the users on the server behind `api`.
-pub(crate) fn setup(api: &Api, args: &FlashSaleArgs, connections: usize) -> anyhow::Result<Sale> {
-    let started = std::time::Instant::now();
-    let (Some(email), Some(password)) = (&args.admin_email, &args.admin_password) else {
-        bail!(
-            "--scenario flash-sale needs an admin: --admin-email/--admin-password or RAYLTICS_ADMIN_EMAIL/RAYLTICS_ADMIN_PASSWORD"
-        );
-    };
-    let users = args.users.map_or(connections, |u| u as usize);
+/// Creates the product and the sale on the server behind `api`, as the
+/// admin (`admin`: its access token), for `tokens` (the users' access
+/// tokens); `setup_id` makes the SKU unique. `setup_s` is left at 0.
+pub(crate) fn setup(
+    api: &Api,
+    args: &FlashSaleArgs,
+    admin: &str,
+    setup_id: &str,
+    tokens: Vec<String>,
+) -> anyhow::Result<Sale> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-    let setup_id = format!("{:x}{:x}", now.as_micros(), std::process::id());
-    let login = api
-        .expect(
-            200,
-            "POST",
-            "/api/v1/auth/login",
-            None,
-            Some(&json!({"email": email, "password": password})),
-        )
-        .context("logging the admin in")?;
-    let admin = str_field(&login, "access_token")?;
     let sku = format!("BENCH-FS-{setup_id}");
     let product = json!({
         "sku": sku, "name": "Flash sale bench item", "description": "rayltics-bench flash-sale scenario",
@@ -131,56 +119,16 @@ pub(crate) fn setup(api: &Api, args: &FlashSaleArgs, connections: usize) -> anyh
         .expect(201, "POST", "/api/v1/flash-sales", Some(admin), Some(&sale))
         .context("creating the sale")?;
     let sale_id = str_field(&sale, "id")?.to_string();
-    let tokens = register_users(api, &setup_id, users)?;
     Ok(Sale {
         sale_id,
         sku,
         quantity: args.sale_quantity,
         per_user_limit: args.per_user_limit,
         gate_stock: args.gate_stock.unwrap_or(args.sale_quantity),
-        users,
-        setup_id,
-        setup_s: crate::stats::round3(started.elapsed().as_secs_f64()),
+        users: tokens.len(),
+        setup_id: setup_id.to_string(),
+        setup_s: 0.0,
         tokens,
-    })
-}
-
-/// Registers `bench-{setup_id}-{i}@bench.test` for `i` in `0..n`, a few at
-/// a time; their access tokens in order.
-fn register_users(api: &Api, setup_id: &str, n: usize) -> anyhow::Result<Vec<String>> {
-    let register = |i: usize| -> anyhow::Result<String> {
-        let body = json!({
-            "email": format!("bench-{setup_id}-{i}@bench.test"),
-            "password": USER_PASSWORD,
-            "name": format!("bench user {i}"),
-        });
-        let v = api
-            .expect(201, "POST", "/api/v1/auth/register", None, Some(&body))
-            .with_context(|| format!("registering user {i}"))?;
-        Ok(str_field(&v, "access_token")?.to_string())
-    };
-    let threads = SETUP_THREADS.min(n).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    (t..n)
-                        .step_by(threads)
-                        .map(|i| register(i).map(|tok| (i, tok)))
-                        .collect::<anyhow::Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        let mut tokens = vec![String::new(); n];
-        for h in handles {
-            let part = h
-                .join()
-                .map_err(|_| anyhow::anyhow!("a setup thread panicked"))??;
-            for (i, tok) in part {
-                tokens[i] = tok;
-            }
-        }
-        Ok(tokens)
     })
 }
 

@@ -4,12 +4,13 @@
 //!
 //! The parser keeps no buffer of its own: the connection feeds it whatever
 //! bytes it has, and it says how many it consumed and whether a response ended.
-//! Only when asked ([`ResponseParser::sniffing`]) does it keep the first bytes
-//! of 4xx/5xx bodies, to tell expected refusals (`sold_out`) from errors.
+//! Only when asked ([`ResponseParser::sniffing_all`]) does it keep the first
+//! bytes of bodies, to tell expected refusals (`sold_out`) from errors and
+//! read an order's id.
 //!
-//! Requests that differ from one another ([`KeyedPost`]: a bearer token per
-//! connection, an `Idempotency-Key` per request) are written from a fixed
-//! per-connection prefix, a decimal counter and a fixed suffix.
+//! Flash-sale purchases ([`KeyedPost`]: a bearer token per connection, an
+//! `Idempotency-Key` per request) are written from a fixed per-connection
+//! prefix, a decimal counter and a fixed suffix.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -89,7 +90,7 @@ impl KeyedPost {
 }
 
 /// Appends `n` in decimal, without allocating.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -150,8 +151,8 @@ pub(crate) struct ResponseParser {
     state: State,
     status: u16,
     close: bool,
-    /// Keep the first bytes of 4xx/5xx bodies (see [`Self::sniffed`]).
-    sniff_errors: bool,
+    /// Keep the first bytes of every body (see [`Self::sniffed`]).
+    sniff_bodies: bool,
     /// The current response's body is being kept.
     sniffing: bool,
     sniff: [u8; SNIFF],
@@ -164,7 +165,7 @@ impl Default for ResponseParser {
             state: State::Head,
             status: 0,
             close: false,
-            sniff_errors: false,
+            sniff_bodies: false,
             sniffing: false,
             sniff: [0; SNIFF],
             sniff_len: 0,
@@ -173,10 +174,11 @@ impl Default for ResponseParser {
 }
 
 impl ResponseParser {
-    /// A parser that keeps the first 256 bytes of every 4xx/5xx body.
-    pub(crate) fn sniffing() -> Self {
+    /// A parser that keeps the first 256 bytes of every body (an order's
+    /// id, a payment's status, a refusal's problem `code`).
+    pub(crate) fn sniffing_all() -> Self {
         Self {
-            sniff_errors: true,
+            sniff_bodies: true,
             ..Self::default()
         }
     }
@@ -190,8 +192,8 @@ impl ResponseParser {
         self.sniff_len = 0;
     }
 
-    /// With [`Self::sniffing`]: the first bytes of the body of the response
-    /// that just ended, when its status was 4xx/5xx (else empty).
+    /// With [`Self::sniffing_all`]: the first bytes of the body of the
+    /// response that just ended (else empty).
     pub(crate) fn sniffed(&self) -> &[u8] {
         &self.sniff[..self.sniff_len]
     }
@@ -269,7 +271,7 @@ impl ResponseParser {
                     }
                     self.status = status;
                     self.close = close;
-                    self.sniffing = self.sniff_errors && status >= 400;
+                    self.sniffing = self.sniff_bodies;
                     self.sniff_len = 0;
                     self.state = if status == 204 || status == 304 {
                         State::Body { remaining: 0 }
@@ -455,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn error_bodies_are_sniffed_across_reads() {
+    fn bodies_are_sniffed_across_reads() {
         let body = br#"{"type":"https://rayltics.dev/problems/sold_out","status":409}"#;
         let mut input = format!(
             "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{{}}HTTP/1.1 409 Conflict\r\nContent-Length: {}\r\n\r\n",
@@ -463,12 +465,12 @@ mod tests {
         )
         .into_bytes();
         input.extend_from_slice(body);
-        let mut p = ResponseParser::sniffing();
+        let mut p = ResponseParser::sniffing_all();
         let (first, second) = input.split_at(input.len() - 10);
         let Step::Done { consumed, .. } = p.advance(first).unwrap() else {
             panic!("the 201 is complete")
         };
-        assert!(p.sniffed().is_empty(), "a 2xx body is not kept");
+        assert_eq!(p.sniffed(), b"{}");
         let Step::NeedMore { consumed: more } = p.advance(&first[consumed..]).unwrap() else {
             panic!("the 409 is not complete yet")
         };

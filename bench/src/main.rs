@@ -12,8 +12,11 @@
 //! - [`slo`]: the step search for the highest rate that holds a latency SLO.
 //! - [`null_server`]: a canned-answer server to measure the generator's ceiling.
 //! - [`capacity`]: cores and nodes for a traffic profile, from measured results.
-//! - [`flash_sale`]: the `flash-sale` scenario's setup and correctness gate,
-//!   over the blocking JSON client of [`setup`].
+//! - [`workload`]: the scripted scenarios (`browse`, `checkout`,
+//!   `flash-sale`, `mixed`): each connection's next request and what its
+//!   answers mean; [`sampling`]: their seeded random choices (Zipf).
+//! - [`catalog`], [`checkout`], [`flash_sale`]: setup over the API and the
+//!   correctness gates, over the blocking JSON client of [`setup`].
 //!
 //! A run: `main` builds a [`engine::Plan`], `engine::run` starts one worker per
 //! CPU, each worker connects, warms up, then reports every second; `main`
@@ -21,22 +24,27 @@
 //! [`stats::RunResult`], and `report` writes them out.
 
 mod capacity;
+mod catalog;
 mod charts;
+mod checkout;
 mod engine;
 mod flash_sale;
 mod http1;
 mod null_server;
 mod report;
+mod sampling;
 mod setup;
 mod slo;
 mod stats;
 #[cfg(test)]
 mod test_server;
+mod workload;
 
 use std::io::{IsTerminal, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -80,6 +88,15 @@ enum Scenario {
     /// as one user, a fresh `Idempotency-Key` per request, on a sale created
     /// at setup; a correctness gate checks the units sold after the run.
     FlashSale,
+    /// Anonymous catalog reads: searches (`q`, `category`) and product pages
+    /// with a Zipf-skewed SKU popularity, over a catalog created at setup.
+    Browse,
+    /// Each connection as one user: cart line, order from the cart, payment;
+    /// a correctness gate lists every order back after the run.
+    Checkout,
+    /// A weighted blend of browse, checkout and flash-sale requests
+    /// (`--scenario-file`), with both gates.
+    Mixed,
 }
 
 impl Scenario {
@@ -88,7 +105,15 @@ impl Scenario {
             Self::Healthz => "healthz",
             Self::Get => "get",
             Self::FlashSale => "flash-sale",
+            Self::Browse => "browse",
+            Self::Checkout => "checkout",
+            Self::Mixed => "mixed",
         }
+    }
+
+    /// Sends requests written per connection by a script (set up first).
+    fn scripted(self) -> bool {
+        !matches!(self, Self::Healthz | Self::Get)
     }
 }
 
@@ -150,9 +175,16 @@ struct RunArgs {
     /// Open loop: spacing of arrivals.
     #[arg(long, value_enum, default_value = "uniform")]
     arrival: Arrival,
-    /// Open loop: seed of the Poisson arrivals.
+    /// Seed of the Poisson arrivals (open loop) and of the scenarios'
+    /// random choices (SKU popularity, searches, the mix): the same seed
+    /// gives every connection the same sequence of requests.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// `--scenario mixed`: a TOML file of weights per scenario, e.g.
+    /// `bench/scenarios/shop.toml` (`[weights] browse = 80, checkout = 15,
+    /// flash-sale = 5`: shares of the requests).
+    #[arg(long)]
+    scenario_file: Option<PathBuf>,
     /// Baseline server: the same workload alternates target, baseline, target,
     /// baseline ... and the ratios target/baseline are reported.
     #[arg(long)]
@@ -201,6 +233,10 @@ struct RunArgs {
     search_steps: usize,
     #[command(flatten)]
     flash: flash_sale::FlashSaleArgs,
+    #[command(flatten)]
+    catalog: catalog::CatalogArgs,
+    #[command(flatten)]
+    checkout: checkout::CheckoutArgs,
 }
 
 /// Parses `10s`, `250ms`, `1.5s`, `2m`, `100us`; a bare number is seconds.
@@ -388,17 +424,26 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if alternate && args.pairs == 0 {
         bail!("--pairs must be at least 1");
     }
-    if args.baseline_scenario == Some(Scenario::FlashSale) {
-        bail!("--baseline-scenario flash-sale is not supported: make flash-sale the --scenario");
-    }
-    if args.scenario == Scenario::FlashSale
-        && args.baseline.is_some()
-        && args.baseline_scenario.is_none()
-    {
+    if let Some(b) = args.baseline_scenario.filter(|b| b.scripted()) {
         bail!(
-            "--scenario flash-sale sets up its sale on the target only: give the baseline a --baseline-scenario"
+            "--baseline-scenario {} is not supported (healthz or get): make it the --scenario",
+            b.name()
         );
     }
+    if args.scenario.scripted() && args.baseline.is_some() && args.baseline_scenario.is_none() {
+        bail!(
+            "--scenario {} sets up its data on the target only: give the baseline a --baseline-scenario",
+            args.scenario.name()
+        );
+    }
+    match (args.scenario, &args.scenario_file) {
+        (Scenario::Mixed, None) => bail!("--scenario mixed needs a --scenario-file"),
+        (s, Some(_)) if s != Scenario::Mixed => {
+            bail!("--scenario-file goes with --scenario mixed")
+        }
+        _ => {}
+    }
+    args.catalog.check()?;
     let target = parse_target(&args.target)?;
     let baseline_target = args.baseline.as_deref().map(parse_target).transpose()?;
     check_reachable(&target)?;
@@ -419,17 +464,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     let api = setup::Api::new(target.addr, &target.authority);
-    let sale = if args.scenario == Scenario::FlashSale {
-        let sale = flash_sale::setup(&api, &args.flash, args.connections)?;
-        eprintln!(
-            "rayltics-bench: flash sale {} on {} ({} units, {} per user, {} users) set up in {:.1} s",
-            sale.sale_id, sale.sku, sale.quantity, sale.per_user_limit, sale.users, sale.setup_s
-        );
-        Some(sale)
-    } else {
-        None
-    };
-    let purchases = sale.as_ref().map(|s| s.requests(&target.authority));
+    let prepared = prepare(&args, &api, &target.authority)?;
+    let sale = prepared.as_ref().and_then(|p| p.sale.clone());
     let cpus = args.cpus.clone().map(|c| c.0).unwrap_or_default();
     let threads = if cpus.is_empty() {
         args.threads.max(1)
@@ -451,11 +487,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Load::Closed,
     };
     let plan_for = |t: &Target, scenario: Scenario| {
-        let request = match (scenario, &purchases) {
+        let request = match (scenario, &prepared) {
             (Scenario::Healthz, _) => Requests::Fixed(http1::encode_get(&t.authority, "/healthz")),
             (Scenario::Get, _) => Requests::Fixed(http1::encode_get(&t.authority, &t.path)),
-            (Scenario::FlashSale, Some(p)) => Requests::Keyed(p.clone()),
-            (Scenario::FlashSale, None) => unreachable!("flash-sale plans follow its setup"),
+            (_, Some(p)) => Requests::Script(p.workload.clone()),
+            (_, None) => unreachable!("scripted plans follow their setup"),
         };
         Plan {
             target: t.url.clone(),
@@ -586,6 +622,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         }
     });
+    // The checkout gate: every order answered 201, listed back per user.
+    let checkout_gate = prepared.as_ref().filter(|p| p.mix.checks_out()).map(|p| {
+        let mut told = vec![checkout::UserOrders::default(); p.users.len()];
+        for run in &runs {
+            checkout::UserOrders::add(&mut told, &run.result.orders, &run.result.tallies);
+        }
+        if args.checkout.gate_expect_paid {
+            told.iter_mut().for_each(checkout::UserOrders::expect_paid);
+        }
+        let (email, password) = p.admin.clone();
+        checkout::gate(&api, &email, &password, &p.users, &told)
+            .unwrap_or_else(|e| checkout::unreadable(&e))
+    });
 
     let doc = Document {
         schema_version: report::SCHEMA_VERSION,
@@ -607,7 +656,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             connections: args.connections,
             rate: args.rate,
             arrival: args.rate.map(|_| args.arrival),
-            seed: args.rate.map(|_| args.seed),
+            seed: (args.rate.is_some() || prepared.is_some()).then_some(args.seed),
             pipeline: args.pipeline,
             warmup_s: args.warmup.as_secs_f64(),
             duration_s: if args.slo.is_some() {
@@ -625,18 +674,155 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             baseline_scenario: args.baseline_scenario.map(|s| s.name().to_string()),
             pairs: baseline.as_ref().map(|_| args.pairs),
             flash_sale: sale.clone(),
+            mix: prepared.as_ref().map(|p| p.mix.clone()),
+            catalog: prepared.as_ref().and_then(|p| p.catalog.clone()),
+            users: prepared.as_ref().map(|p| p.users.len()).filter(|n| *n > 0),
+            decline_every: prepared
+                .as_ref()
+                .filter(|p| p.mix.checks_out())
+                .map(|_| args.checkout.decline_every),
+            setup_s: prepared.as_ref().map(|p| p.setup_s),
         },
         runs,
         comparison,
         slo_search,
         gate,
+        checkout_gate,
     };
     report::write(&out_dir, &doc)?;
     print!("{}", report::stdout_summary(&doc, &out_dir));
+    let mut failed = Vec::new();
     if let Some(g) = doc.gate.as_ref().filter(|g| !g.passed) {
-        bail!("the flash-sale correctness gate FAILED: {}", g.detail);
+        failed.push(format!(
+            "the flash-sale correctness gate FAILED: {}",
+            g.detail
+        ));
+    }
+    if let Some(g) = doc.checkout_gate.as_ref().filter(|g| !g.passed) {
+        failed.push(format!(
+            "the checkout correctness gate FAILED: {}",
+            g.detail
+        ));
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
     }
     Ok(())
+}
+
+/// What a scripted scenario set up on the target before its runs.
+#[derive(Debug)]
+struct Prepared {
+    mix: workload::Mix,
+    workload: Arc<workload::Workload>,
+    catalog: Option<catalog::Catalog>,
+    sale: Option<flash_sale::Sale>,
+    users: Vec<setup::User>,
+    /// The admin's email and password (the checkout gate logs in again).
+    admin: (String, String),
+    setup_s: f64,
+}
+
+/// Sets up what the scenario needs over the API (not measured): logs the
+/// admin in, creates the catalog (browse, checkout), registers the users
+/// (checkout, flash-sale) and creates the sale (flash-sale). `None` for
+/// healthz and get.
+fn prepare(args: &RunArgs, api: &setup::Api, host: &str) -> anyhow::Result<Option<Prepared>> {
+    let mix = match args.scenario {
+        Scenario::Healthz | Scenario::Get => return Ok(None),
+        Scenario::Browse => workload::Mix::only(true, false, false),
+        Scenario::Checkout => workload::Mix::only(false, true, false),
+        Scenario::FlashSale => workload::Mix::only(false, false, true),
+        Scenario::Mixed => {
+            let file = args
+                .scenario_file
+                .as_deref()
+                .context("--scenario mixed needs a --scenario-file")?;
+            workload::Mix::load(file)?
+        }
+    };
+    if mix.checks_out() && args.pipeline > 1 {
+        bail!("checkouts wait for each answer (an order's id): --pipeline must be 1");
+    }
+    let started = Instant::now();
+    let (Some(email), Some(password)) = (&args.flash.admin_email, &args.flash.admin_password)
+    else {
+        bail!(
+            "--scenario {} needs an admin: --admin-email/--admin-password or RAYLTICS_ADMIN_EMAIL/RAYLTICS_ADMIN_PASSWORD",
+            args.scenario.name()
+        );
+    };
+    let admin = setup::login(api, email, password).context("logging the admin in")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let setup_id = format!("{:x}{:x}", now.as_micros(), std::process::id());
+    let catalog = if mix.browses() || mix.checks_out() {
+        let c = catalog::setup(api, &admin, &args.catalog)?;
+        eprintln!(
+            "rayltics-bench: catalog {}: {} products in {} categories ({} created, {} reused), Zipf s = {}",
+            c.name,
+            c.products,
+            c.categories.len(),
+            c.created,
+            c.reused,
+            c.zipf_s
+        );
+        Some(c)
+    } else {
+        None
+    };
+    let users = if mix.checks_out() || mix.buys_flash_sale() {
+        let n = args.flash.users.map_or(args.connections, |u| u as usize);
+        if mix.checks_out() && n < args.connections {
+            // Two connections of one user would fill and order one cart.
+            bail!("checkouts need a user per connection: --users must be at least --connections");
+        }
+        setup::register_users(api, &setup_id, n)?
+    } else {
+        Vec::new()
+    };
+    let mut sale = if mix.buys_flash_sale() {
+        let tokens = users.iter().map(|u| u.token.clone()).collect();
+        Some(flash_sale::setup(
+            api,
+            &args.flash,
+            &admin,
+            &setup_id,
+            tokens,
+        )?)
+    } else {
+        None
+    };
+    let workload = workload::Workload::new(
+        host,
+        &mix,
+        catalog.as_ref(),
+        &users,
+        sale.as_ref().map(|s| s.requests(host)),
+        args.checkout.decline_every,
+        args.seed,
+    )?;
+    let setup_s = stats::round3(started.elapsed().as_secs_f64());
+    if let Some(sale) = &mut sale {
+        sale.setup_s = setup_s;
+        eprintln!(
+            "rayltics-bench: flash sale {} on {} ({} units, {} per user)",
+            sale.sale_id, sale.sku, sale.quantity, sale.per_user_limit
+        );
+    }
+    eprintln!(
+        "rayltics-bench: {} set up in {setup_s:.1} s ({} users)",
+        args.scenario.name(),
+        users.len()
+    );
+    Ok(Some(Prepared {
+        mix,
+        workload: Arc::new(workload),
+        catalog,
+        sale,
+        users,
+        admin: (email.clone(), password.clone()),
+        setup_s,
+    }))
 }
 
 fn main() {
@@ -697,6 +883,32 @@ mod tests {
         assert_eq!(args.baseline_scenario, Some(Scenario::Healthz));
         assert_eq!(args.flash.gate_stock, Some(299));
         assert_eq!(args.flash.sale_quantity, 100_000_000);
+        let cli = Cli::try_parse_from([
+            "rayltics-bench",
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--scenario",
+            "mixed",
+            "--scenario-file",
+            "bench/scenarios/shop.toml",
+            "--products",
+            "500",
+            "--zipf-s",
+            "1.2",
+            "--decline-every",
+            "3",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!(args.scenario.name(), "mixed");
+        assert!(args.scenario.scripted() && !Scenario::Get.scripted());
+        assert_eq!((args.catalog.products, args.catalog.categories), (500, 4));
+        assert_eq!(args.catalog.zipf_s, 1.2);
+        assert_eq!(args.checkout.decline_every, 3);
+        assert!(!args.checkout.gate_expect_paid);
     }
 
     /// A server answering each connection's requests one at a time, each

@@ -7,10 +7,13 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::catalog::Catalog;
+use crate::checkout::CheckoutGate;
 use crate::engine::Arrival;
 use crate::flash_sale::{Gate, Sale};
 use crate::slo::SearchResult;
-use crate::stats::RunResult;
+use crate::stats::{Outcomes, RunResult};
+use crate::workload::Mix;
 
 /// Bumped whenever a field changes meaning or disappears.
 pub(crate) const SCHEMA_VERSION: u32 = 1;
@@ -35,6 +38,11 @@ pub(crate) struct Document {
     /// makes the invocation fail).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) gate: Option<Gate>,
+    /// Checkout (and mixed with checkouts): every order answered 201 listed
+    /// back with the status the client expects (`passed: false` makes the
+    /// invocation fail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) checkout_gate: Option<CheckoutGate>,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,6 +97,21 @@ pub(crate) struct ConfigOut {
     /// Flash sale: the sale bought from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) flash_sale: Option<Sale>,
+    /// Scripted scenarios: the weights of browse, checkout and flash-sale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mix: Option<Mix>,
+    /// Browse and checkout: the catalog read and bought from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) catalog: Option<Catalog>,
+    /// Users registered at setup (checkout, flash-sale).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) users: Option<usize>,
+    /// Checkout: every Nth checkout of a connection pays with the declined card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) decline_every: Option<u64>,
+    /// Scripted scenarios: setup time, seconds (not measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) setup_s: Option<f64>,
 }
 
 /// One run: against the target (`A`) or the baseline (`B`).
@@ -250,20 +273,55 @@ pub(crate) fn run_line(name: &str, r: &RunResult) -> String {
             fmt_us(lag.generator_p99_us)
         );
     }
-    if let Some(o) = &r.outcomes {
-        let _ = write!(
-            line,
-            "  201 {} sold_out {} limit_exceeded {}",
-            o.created, o.sold_out, o.limit_exceeded
-        );
+    if let Some(o) = r.outcomes.as_ref().filter(|o| **o != Outcomes::default()) {
+        let _ = write!(line, "  201 {}", o.created);
+        for (name, n) in [
+            ("sold_out", o.sold_out),
+            ("limit_exceeded", o.limit_exceeded),
+            ("out_of_stock", o.out_of_stock),
+            ("paid", o.paid),
+            ("payment_failed", o.payment_failed),
+        ] {
+            if n > 0 {
+                let _ = write!(line, " {name} {n}");
+            }
+        }
     }
     line
+}
+
+/// One line per step of a scripted run, for the terminal.
+fn step_lines(r: &RunResult) -> String {
+    let mut s = String::new();
+    for st in &r.steps {
+        let _ = writeln!(
+            s,
+            "  {:<9} {:>9} req  p50 {:>9}  p99 {:>9}  max {:>9}  refused {}  errors {}",
+            st.step,
+            st.requests,
+            fmt_us(st.latency.p50_us),
+            fmt_us(st.latency.p99_us),
+            fmt_us(st.latency.max_us),
+            st.refused,
+            st.errors
+        );
+    }
+    s
 }
 
 /// The gate's verdict in one line.
 pub(crate) fn gate_line(g: &Gate) -> String {
     format!(
         "flash-sale gate: {}: {}",
+        if g.passed { "PASSED" } else { "FAILED" },
+        g.detail
+    )
+}
+
+/// The checkout gate's verdict in one line.
+pub(crate) fn checkout_gate_line(g: &CheckoutGate) -> String {
+    format!(
+        "checkout gate: {}: {}",
         if g.passed { "PASSED" } else { "FAILED" },
         g.detail
     )
@@ -278,6 +336,7 @@ pub(crate) fn stdout_summary(doc: &Document, out_dir: &Path) -> String {
             None => run.name.clone(),
         };
         let _ = writeln!(s, "{}", run_line(&name, &run.result));
+        s.push_str(&step_lines(&run.result));
     }
     if let Some(c) = &doc.comparison {
         for p in &c.pairs {
@@ -307,6 +366,9 @@ pub(crate) fn stdout_summary(doc: &Document, out_dir: &Path) -> String {
     }
     if let Some(g) = &doc.gate {
         let _ = writeln!(s, "{}", gate_line(g));
+    }
+    if let Some(g) = &doc.checkout_gate {
+        let _ = writeln!(s, "{}", checkout_gate_line(g));
     }
     let _ = writeln!(s, "results: {}", out_dir.display());
     s
@@ -377,12 +439,54 @@ pub(crate) fn markdown(doc: &Document) -> String {
             c.pairs.unwrap_or(0)
         );
     }
+    if let Some(m) = &c.mix {
+        let file = m
+            .file
+            .as_ref()
+            .map_or(String::new(), |f| format!(" (`{f}`)"));
+        let _ = writeln!(
+            s,
+            "- Mix{file}: browse {}, checkout {}, flash-sale {} (shares of the requests); seed {}",
+            m.browse,
+            m.checkout,
+            m.flash_sale,
+            c.seed.unwrap_or(0)
+        );
+    }
+    if let Some(cat) = &c.catalog {
+        let _ = writeln!(
+            s,
+            "- Catalog `{}`: {} products in {} categories ({} created, {} reused); SKU popularity Zipf s = {}; {} % of browse requests are searches",
+            cat.name,
+            cat.products,
+            cat.categories.len(),
+            cat.created,
+            cat.reused,
+            cat.zipf_s,
+            cat.search_fraction * 100.0
+        );
+    }
+    if let Some(n) = c.users {
+        let decline = match c.decline_every {
+            Some(d) if d > 0 => {
+                format!("; every {d}th checkout of a connection pays with the declined card")
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "- {n} users registered, connection i as user i % {n}{decline}"
+        );
+    }
     if let Some(sale) = &c.flash_sale {
         let _ = writeln!(
             s,
-            "- Flash sale `{}` on SKU `{}`: {} units, at most {} per user, {} users (set up in {} s)",
-            sale.sale_id, sale.sku, sale.quantity, sale.per_user_limit, sale.users, sale.setup_s
+            "- Flash sale `{}` on SKU `{}`: {} units, at most {} per user, {} users",
+            sale.sale_id, sale.sku, sale.quantity, sale.per_user_limit, sale.users
         );
+    }
+    if let Some(t) = c.setup_s {
+        let _ = writeln!(s, "- Setup (not measured): {t} s");
     }
     let _ = writeln!(
         s,
@@ -455,6 +559,40 @@ pub(crate) fn markdown(doc: &Document) -> String {
             );
         }
     }
+    if doc.runs.iter().any(|r| !r.result.steps.is_empty()) {
+        let _ = writeln!(
+            s,
+            "\n## Steps\n\nEach kind of request in the measured window: answers, 1xx-3xx, expected refusals (`sold_out`, `limit_exceeded`, `out_of_stock`), other errors, latency.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| run | step | requests | ok | refused | errors | p50 | p90 | p99 | p99.9 | max |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for run in &doc.runs {
+            let name = match run.pair {
+                Some(p) => format!("{} #{p}", run.name),
+                None => run.name.clone(),
+            };
+            for st in &run.result.steps {
+                let l = &st.latency;
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    st.step,
+                    st.requests,
+                    st.ok,
+                    st.refused,
+                    st.errors,
+                    fmt_us(l.p50_us),
+                    fmt_us(l.p90_us),
+                    fmt_us(l.p99_us),
+                    fmt_us(l.p99_9_us),
+                    fmt_us(l.max_us)
+                );
+            }
+        }
+    }
     let _ = writeln!(s, "\n## Errors\n");
     let _ = writeln!(
         s,
@@ -506,6 +644,42 @@ pub(crate) fn markdown(doc: &Document) -> String {
                     s,
                     "| {name} | {} | {} | {} |",
                     o.created, o.sold_out, o.limit_exceeded
+                );
+            }
+        }
+    }
+    if let Some(g) = &doc.checkout_gate {
+        let _ = writeln!(s, "\n## Checkout\n\n**{}**\n", checkout_gate_line(g));
+        let _ = writeln!(
+            s,
+            "Orders answered 201 over every run (warm-ups and drains included): {}; expected paid {}, payment_failed {}, never paid {}, payment unanswered {}; confirmed by the listing {}, missing {}, wrong status {}; order requests unanswered {}; orders listed {} (of which not checkouts {}, flash-sale purchases answered 201 {}).\n",
+            g.orders_created,
+            g.expect_paid,
+            g.expect_payment_failed,
+            g.expect_pending,
+            g.expect_unknown,
+            g.confirmed,
+            g.missing,
+            g.wrong_status,
+            g.unanswered,
+            g.listed,
+            g.other_listed,
+            g.purchases_created
+        );
+        let _ = writeln!(
+            s,
+            "Expected answers in each measured window:\n\n| run | 201 | 409 out_of_stock | paid | payment_failed |\n|---|---:|---:|---:|---:|"
+        );
+        for run in &doc.runs {
+            if let Some(o) = &run.result.outcomes {
+                let name = match run.pair {
+                    Some(p) => format!("{} #{p}", run.name),
+                    None => run.name.clone(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {} | {} | {} |",
+                    o.created, o.out_of_stock, o.paid, o.payment_failed
                 );
             }
         }

@@ -7,7 +7,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// Password of the registered bench users.
+const USER_PASSWORD: &str = "bench-password-1";
+/// Threads registering users at setup (password hashing is the server's cost).
+const SETUP_THREADS: usize = 8;
 
 /// A JSON API client for one server.
 #[derive(Debug, Clone)]
@@ -75,6 +80,74 @@ impl Api {
         }
         Ok(v)
     }
+}
+
+/// A registered bench user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct User {
+    pub(crate) id: String,
+    /// Its access token.
+    pub(crate) token: String,
+}
+
+fn str_field<'a>(v: &'a Value, field: &str) -> anyhow::Result<&'a str> {
+    v[field]
+        .as_str()
+        .with_context(|| format!("no string {field:?} in {v}"))
+}
+
+/// Logs `email` in: its access token.
+pub(crate) fn login(api: &Api, email: &str, password: &str) -> anyhow::Result<String> {
+    let v = api.expect(
+        200,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"email": email, "password": password})),
+    )?;
+    Ok(str_field(&v, "access_token")?.to_string())
+}
+
+/// Registers `bench-{setup_id}-{i}@bench.test` for `i` in `0..n`, a few at
+/// a time; the users in order.
+pub(crate) fn register_users(api: &Api, setup_id: &str, n: usize) -> anyhow::Result<Vec<User>> {
+    let register = |i: usize| -> anyhow::Result<User> {
+        let body = json!({
+            "email": format!("bench-{setup_id}-{i}@bench.test"),
+            "password": USER_PASSWORD,
+            "name": format!("bench user {i}"),
+        });
+        let v = api
+            .expect(201, "POST", "/api/v1/auth/register", None, Some(&body))
+            .with_context(|| format!("registering user {i}"))?;
+        Ok(User {
+            id: str_field(&v["user"], "id")?.to_string(),
+            token: str_field(&v, "access_token")?.to_string(),
+        })
+    };
+    let threads = SETUP_THREADS.min(n).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..n)
+                        .step_by(threads)
+                        .map(|i| register(i).map(|u| (i, u)))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut users = vec![None; n];
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a setup thread panicked"))??;
+            for (i, u) in part {
+                users[i] = Some(u);
+            }
+        }
+        Ok(users.into_iter().flatten().collect())
+    })
 }
 
 /// Status and body of a complete response (`Content-Length`, chunked, or

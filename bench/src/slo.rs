@@ -180,6 +180,7 @@ mod tests {
             },
             errors: Errors::default(),
             outcomes: None,
+            steps: Vec::new(),
             warmup_errors: Errors::default(),
             unanswered_at_end: 0,
             send_lag: None,
@@ -188,6 +189,7 @@ mod tests {
             generator_busy_total: 0.0,
             timeline: Vec::new(),
             tallies: Vec::new(),
+            orders: Vec::new(),
         }
     }
 

@@ -54,17 +54,23 @@ impl Errors {
     }
 }
 
-/// Answers to flash-sale purchases that are expected outcomes, not errors
-/// (JSON `outcomes`). A 201 also counts as `ok`; the others count as neither
-/// `ok` nor an error.
+/// Answers to purchases, orders and payments that are expected outcomes,
+/// not errors (JSON `outcomes`). `created`, `paid` and `payment_failed`
+/// also count as `ok`; the refusals count as neither `ok` nor an error.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct Outcomes {
-    /// 2xx: a unit bought (201 Created).
+    /// 2xx to a flash-sale purchase or an order: an order created (201).
     pub(crate) created: u64,
     /// 409 `sold_out`.
     pub(crate) sold_out: u64,
     /// 403 `limit_exceeded`.
     pub(crate) limit_exceeded: u64,
+    /// 409 `out_of_stock` to an order (nothing reserved).
+    pub(crate) out_of_stock: u64,
+    /// 200 to a payment: the order is `paid`.
+    pub(crate) paid: u64,
+    /// 200 to a payment with the declined card: `payment_failed`.
+    pub(crate) payment_failed: u64,
 }
 
 impl Outcomes {
@@ -72,19 +78,43 @@ impl Outcomes {
         self.created += o.created;
         self.sold_out += o.sold_out;
         self.limit_exceeded += o.limit_exceeded;
+        self.out_of_stock += o.out_of_stock;
+        self.paid += o.paid;
+        self.payment_failed += o.payment_failed;
+    }
+
+    pub(crate) fn count(&mut self, o: Outcome) {
+        match o {
+            Outcome::Created => self.created += 1,
+            Outcome::SoldOut => self.sold_out += 1,
+            Outcome::LimitExceeded => self.limit_exceeded += 1,
+            Outcome::OutOfStock => self.out_of_stock += 1,
+            Outcome::Paid => self.paid += 1,
+            Outcome::PaymentFailed => self.payment_failed += 1,
+        }
     }
 }
 
-/// One expected answer to a purchase.
+/// One expected answer to a purchase, an order or a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Created,
     SoldOut,
     LimitExceeded,
+    OutOfStock,
+    Paid,
+    PaymentFailed,
 }
 
 impl Outcome {
-    /// Classifies an answer from its status and the first bytes of its body
+    /// A refusal the scenario expects (not `ok`, not an error).
+    pub(crate) fn is_refusal(self) -> bool {
+        matches!(self, Self::SoldOut | Self::LimitExceeded | Self::OutOfStock)
+    }
+}
+
+impl Outcome {
+    /// Classifies an answer to a flash-sale purchase from its status and the first bytes of its body
     /// (problem+json: the `code` also ends the `type` URI); `None` for
     /// anything else (an error, or a 2xx-3xx of another kind).
     pub(crate) fn of(status: u16, body: &[u8]) -> Option<Self> {
@@ -123,7 +153,8 @@ pub(crate) struct Counters {
     /// Open loop: requests whose connection was busy at their intended time.
     pub(crate) queued: u64,
     pub(crate) errors: Errors,
-    /// Flash sale: expected outcomes (not in `errors`).
+    /// Purchases, orders, payments: expected outcomes (refusals are not in
+    /// `errors`).
     pub(crate) outcomes: Outcomes,
 }
 
@@ -137,6 +168,83 @@ impl Counters {
         self.errors.add(&o.errors);
         self.outcomes.add(&o.outcomes);
     }
+}
+
+/// One kind of request of a scripted scenario (a search, a product page, a
+/// cart line, an order, a payment, a purchase), over the measured window.
+#[derive(Debug, Clone)]
+pub(crate) struct StepStats {
+    pub(crate) hist: Histogram<u64>,
+    pub(crate) requests: u64,
+    pub(crate) ok: u64,
+    pub(crate) refused: u64,
+    pub(crate) errors: u64,
+}
+
+impl StepStats {
+    pub(crate) fn new() -> Self {
+        Self {
+            hist: new_histogram(),
+            requests: 0,
+            ok: 0,
+            refused: 0,
+            errors: 0,
+        }
+    }
+
+    /// An answer with `status`, classified as `outcome` by its scenario.
+    pub(crate) fn record(&mut self, status: u16, outcome: Option<Outcome>, latency_ns: u64) {
+        self.hist.saturating_record(latency_ns.max(1));
+        self.requests += 1;
+        match outcome {
+            Some(o) if o.is_refusal() => self.refused += 1,
+            _ if status >= 400 => self.errors += 1,
+            _ => self.ok += 1,
+        }
+    }
+
+    pub(crate) fn add(&mut self, o: &StepStats) {
+        self.hist.add(&o.hist).expect("same histogram bounds");
+        self.requests += o.requests;
+        self.ok += o.ok;
+        self.refused += o.refused;
+        self.errors += o.errors;
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.hist.reset();
+        self.requests = 0;
+        self.ok = 0;
+        self.refused = 0;
+        self.errors = 0;
+    }
+
+    pub(crate) fn result(&self, step: &'static str) -> StepResult {
+        StepResult {
+            step,
+            requests: self.requests,
+            ok: self.ok,
+            refused: self.refused,
+            errors: self.errors,
+            latency: Latency::of(&self.hist),
+        }
+    }
+}
+
+/// One kind of request over the measured window (JSON `steps[]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct StepResult {
+    /// `search`, `product`, `cart`, `order`, `pay` or `purchase`.
+    pub(crate) step: &'static str,
+    /// Answers received.
+    pub(crate) requests: u64,
+    /// 1xx-3xx answers.
+    pub(crate) ok: u64,
+    /// Expected refusals (`sold_out`, `limit_exceeded`, `out_of_stock`).
+    pub(crate) refused: u64,
+    /// Other 4xx/5xx answers.
+    pub(crate) errors: u64,
+    pub(crate) latency: Latency,
 }
 
 /// Latency percentiles in microseconds (fractional: recorded in ns).
@@ -253,10 +361,14 @@ pub(crate) struct RunResult {
     pub(crate) offered_rps: Option<f64>,
     pub(crate) latency: Latency,
     pub(crate) errors: Errors,
-    /// Flash sale only: expected answers in the window (201, 409 `sold_out`,
-    /// 403 `limit_exceeded`), not counted in `errors`.
+    /// Scripted scenarios (all but healthz and get): expected answers in the
+    /// window (201 orders, 409 `sold_out`, 403 `limit_exceeded`, 409
+    /// `out_of_stock`, payments), refusals not counted in `errors`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) outcomes: Option<Outcomes>,
+    /// Scripted scenarios: each kind of request's count, outcome and latency.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) steps: Vec<StepResult>,
     /// Errors during the warm-up (not in `errors`).
     pub(crate) warmup_errors: Errors,
     /// Requests started in the window and still unanswered at its end.
@@ -269,10 +381,14 @@ pub(crate) struct RunResult {
     /// Sum of the threads' `busy_fraction`.
     pub(crate) generator_busy_total: f64,
     pub(crate) timeline: Vec<Second>,
-    /// Flash sale only: each connection's purchases over the whole run, in
-    /// connection order (for the gate; not in the JSON).
+    /// Scripted scenarios: each connection's flash-sale purchases over the
+    /// whole run, in connection order (for the gate; not in the JSON).
     #[serde(skip)]
     pub(crate) tallies: Vec<Tally>,
+    /// Scripted scenarios: each connection's checkouts over the whole run,
+    /// in connection order (for the checkout gate; not in the JSON).
+    #[serde(skip)]
+    pub(crate) orders: Vec<crate::checkout::CheckoutLog>,
 }
 
 #[cfg(test)]

@@ -3,21 +3,23 @@
 //!
 //! Fixed requests are identical, so the bytes still to be written are always
 //! a suffix of "request repeated": `Shared::wire` holds `pipeline + 1` copies
-//! and a pending write is one slice of it. Keyed requests (flash-sale
-//! purchases) are encoded into the connection's reusable `wbuf` instead, and
-//! their answers are tallied per connection.
+//! and a pending write is one slice of it. Scripted requests (every scenario
+//! but healthz and get) are written by the connection's
+//! [`ConnScript`] into its reusable `wbuf` instead, and each answer goes
+//! back to the script with the step of its request.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::sys::{self, Epoll};
 use super::worker::Recorder;
-use crate::http1::{KeyedPost, ResponseParser, Step};
-use crate::stats::{Failure, Outcome, Tally};
+use crate::checkout::CheckoutLog;
+use crate::http1::{ResponseParser, Step};
+use crate::stats::{Failure, Tally};
+use crate::workload::ConnScript;
 
 /// Read buffer per connection. Heads larger than this are a parse error.
 const READ_BUF: usize = 16 * 1024;
@@ -35,9 +37,9 @@ pub(super) struct Shared {
     /// Fixed requests: the request repeated `pipeline + 1` times.
     pub(super) wire: Box<[u8]>,
     pub(super) req_len: usize,
-    /// Keyed requests: the template (`wire` is then empty).
-    pub(super) keyed: Option<Arc<KeyedPost>>,
-    /// After the window, keyed requests only: read the answers still
+    /// Scripted requests (`wire` is then empty).
+    pub(super) scripted: bool,
+    /// After the window, scripted requests only: read the answers still
     /// expected, send nothing new.
     pub(super) draining: bool,
     pub(super) pipeline: usize,
@@ -73,27 +75,24 @@ pub(super) struct Conn {
     rend: usize,
     parser: ResponseParser,
     /// Requests written (or queued in `wpending`), oldest first: the time their
-    /// latency is counted from (send time closed loop, intended time open loop).
-    inflight: VecDeque<u64>,
+    /// latency is counted from (send time closed loop, intended time open
+    /// loop) and their step (scripted requests; else 0).
+    inflight: VecDeque<(u64, u8)>,
     /// Open loop: intended send times of requests not yet written.
     backlog: VecDeque<u64>,
     /// Bytes of requests accepted but not yet written to the socket.
     wpending: usize,
-    /// Keyed requests: this connection's fixed part up to the key counter.
-    prefix: Vec<u8>,
-    /// Keyed requests: the next key counter.
-    seq: u64,
-    /// Keyed requests: encoded requests; the last `wpending` bytes are unsent.
+    /// Scripted requests: what to send next, and what the answers said.
+    script: Option<Box<ConnScript>>,
+    /// Scripted requests: encoded requests; the last `wpending` bytes are unsent.
     wbuf: Vec<u8>,
-    /// Keyed requests: purchases and their outcomes over the whole run.
-    tally: Tally,
 }
 
 impl Conn {
-    /// Connection `token` of its worker; `prefix` is its keyed-request
-    /// prefix (empty for fixed requests).
-    pub(super) fn new(token: u64, pipeline: usize, prefix: Vec<u8>) -> Self {
-        let keyed = !prefix.is_empty();
+    /// Connection `token` of its worker, with its script for scripted
+    /// requests.
+    pub(super) fn new(token: u64, pipeline: usize, script: Option<Box<ConnScript>>) -> Self {
+        let scripted = script.is_some();
         Self {
             token,
             sock: None,
@@ -103,28 +102,25 @@ impl Conn {
             rbuf: vec![0u8; READ_BUF].into_boxed_slice(),
             rstart: 0,
             rend: 0,
-            parser: if keyed {
-                ResponseParser::sniffing()
+            parser: if scripted {
+                ResponseParser::sniffing_all()
             } else {
                 ResponseParser::default()
             },
             inflight: VecDeque::with_capacity(pipeline.max(1)),
             backlog: VecDeque::with_capacity(1024),
             wpending: 0,
-            wbuf: Vec::with_capacity(if keyed {
-                (prefix.len() + 64) * (pipeline + 1)
-            } else {
-                0
-            }),
-            prefix,
-            seq: 0,
-            tally: Tally::default(),
+            wbuf: Vec::with_capacity(if scripted { 1024 * (pipeline + 1) } else { 0 }),
+            script,
         }
     }
 
-    /// Keyed requests: this connection's purchases so far.
-    pub(super) fn tally(&self) -> Tally {
-        self.tally
+    /// Scripted requests: what this connection was told over the run.
+    pub(super) fn take_log(&mut self) -> (Tally, CheckoutLog) {
+        self.script
+            .as_mut()
+            .map(|s| s.take_log())
+            .unwrap_or_default()
     }
 
     /// Requests accepted and not answered yet.
@@ -275,25 +271,20 @@ impl Conn {
     /// A response ended: its latency is measured from the oldest in-flight
     /// request's start time.
     fn complete(&mut self, sh: &mut Shared, status: u16, now: u64) {
-        let Some(start) = self.inflight.pop_front() else {
+        let Some((start, step)) = self.inflight.pop_front() else {
             // An answer nobody asked for (a server bug): count and move on.
             sh.rec.error(Failure::Parse, 1);
             return;
         };
-        let outcome = if sh.keyed.is_some() {
-            self.tally.answered += 1;
-            let o = Outcome::of(status, self.parser.sniffed());
-            match o {
-                Some(Outcome::Created) => self.tally.outcomes.created += 1,
-                Some(Outcome::SoldOut) => self.tally.outcomes.sold_out += 1,
-                Some(Outcome::LimitExceeded) => self.tally.outcomes.limit_exceeded += 1,
-                None => {}
+        let latency = now.saturating_sub(start);
+        match &mut self.script {
+            Some(script) => {
+                let outcome = script.answered(step, status, self.parser.sniffed());
+                sh.rec.response(status, outcome, latency);
+                sh.rec.step(step, status, outcome, latency);
             }
-            o
-        } else {
-            None
-        };
-        sh.rec.response(status, outcome, now.saturating_sub(start));
+            None => sh.rec.response(status, None, latency),
+        }
     }
 
     /// Sends what may be sent: closed loop, a fresh batch of `pipeline`
@@ -320,27 +311,26 @@ impl Conn {
             for _ in 0..k {
                 let intended = self.backlog.pop_front().unwrap_or(now);
                 sh.rec.sent_late(now.saturating_sub(intended));
-                self.inflight.push_back(intended);
+                self.inflight.push_back((intended, 0));
             }
             k
         } else {
             for _ in 0..room {
-                self.inflight.push_back(now);
+                self.inflight.push_back((now, 0));
             }
             sh.rec.sent(room as u64);
             room
         };
         if k > 0 {
-            match &sh.keyed {
+            match &mut self.script {
                 None => self.wpending += k * sh.req_len,
-                Some(t) => {
+                Some(script) => {
                     let before = self.wbuf.len();
-                    for _ in 0..k {
-                        t.encode(&self.prefix, self.seq, &mut self.wbuf);
-                        self.seq += 1;
+                    let first = self.inflight.len() - k;
+                    for (_, step) in self.inflight.range_mut(first..) {
+                        *step = script.next(&mut self.wbuf);
                     }
                     self.wpending += self.wbuf.len() - before;
-                    self.tally.sent += k as u64;
                 }
             }
             self.flush(sh, now);
@@ -350,7 +340,7 @@ impl Conn {
     fn flush(&mut self, sh: &mut Shared, now: u64) {
         while self.wpending > 0 {
             let Some(sock) = &self.sock else { return };
-            let pending = if sh.keyed.is_some() {
+            let pending = if sh.scripted {
                 &self.wbuf[self.wbuf.len() - self.wpending..]
             } else {
                 let start = (sh.req_len - self.wpending % sh.req_len) % sh.req_len;
@@ -380,6 +370,11 @@ impl Conn {
             sh.rec.error(Failure::Io, n.saturating_sub(extra));
         } else {
             sh.rec.error(lost, n + extra);
+        }
+        if let Some(script) = &mut self.script {
+            for (_, step) in &self.inflight {
+                script.lost(*step);
+            }
         }
         self.inflight.clear();
         self.drop_socket();
@@ -416,7 +411,7 @@ impl Conn {
                 if self
                     .inflight
                     .front()
-                    .is_some_and(|t| now.saturating_sub(*t) > sh.timeout_ns)
+                    .is_some_and(|(t, _)| now.saturating_sub(*t) > sh.timeout_ns)
                 {
                     self.close(sh, now, Failure::Timeout, 0);
                 }
@@ -451,6 +446,7 @@ impl Conn {
     pub(super) fn unanswered_since(&self, since: u64) -> u64 {
         self.inflight
             .iter()
+            .map(|(t, _)| t)
             .chain(self.backlog.iter())
             .filter(|t| **t >= since)
             .count() as u64

@@ -26,11 +26,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 
+use crate::checkout::CheckoutLog;
 use crate::http1::KeyedPost;
 use crate::stats::{
-    Counters, Errors, Latency, RunResult, Second, SendLag, Tally, ThreadUsage, new_histogram,
-    round3,
+    Counters, Errors, Latency, RunResult, Second, SendLag, StepStats, Tally, ThreadUsage,
+    new_histogram, round3,
 };
+use crate::workload::{Step, Workload};
 
 /// How open-loop arrivals are spaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -60,12 +62,15 @@ pub(crate) enum Load {
 pub(crate) enum Requests {
     /// One encoded request; every request of the run is this one.
     Fixed(Vec<u8>),
-    /// Flash-sale purchases: a token per connection, a fresh
-    /// `Idempotency-Key` per request, answers classified into
-    /// [`Outcomes`](crate::stats::Outcomes) and tallied per connection, and
+    /// Scripted scenarios (browse, checkout, flash-sale, mixed): each
+    /// connection's [`ConnScript`](crate::workload::ConnScript) writes its
+    /// next request and reads the answers (first 256 bytes of each body);
+    /// answers are classified into [`Outcomes`](crate::stats::Outcomes) and
+    /// counted per step, purchases and orders are logged per connection, and
     /// after the window the requests in flight are drained (answers read,
-    /// nothing new sent) so that every purchase's outcome is known.
-    Keyed(Arc<KeyedPost>),
+    /// nothing new sent) so that every purchase's and order's outcome is
+    /// known.
+    Script(Arc<Workload>),
 }
 
 /// Everything a run needs; shared read-only by the workers.
@@ -124,13 +129,17 @@ struct WorkerDone {
     counters: Counters,
     warmup: Counters,
     unanswered: u64,
-    /// Keyed requests: each connection's tally, in connection order.
+    /// Scripted requests: each connection's purchases and checkouts, in
+    /// connection order.
     tallies: Vec<Tally>,
+    orders: Vec<CheckoutLog>,
+    /// Scripted requests: each step's answers in the window.
+    steps: Vec<StepStats>,
 }
 
 #[derive(Debug)]
 enum Report {
-    Second(SecondReport),
+    Second(Box<SecondReport>),
     Done(Box<WorkerDone>),
     Failed { worker: usize, error: String },
 }
@@ -145,9 +154,15 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
             plan.threads
         );
     }
+    if let Requests::Script(w) = &plan.request
+        && w.needs_answers()
+        && plan.pipeline > 1
+    {
+        bail!("checkouts wait for each answer (an order's id): no pipelining");
+    }
     let plan = Arc::new(plan.clone());
     // A fresh key space for each run: no key of this run replays an answer
-    // of an earlier one (keyed requests only).
+    // of an earlier one (scripted requests only).
     let run_tag: Arc<str> = KeyedPost::new_run().into();
     // Give every thread time to start and pin before the common epoch.
     let epoch = Instant::now() + Duration::from_millis(50);
@@ -216,15 +231,25 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
     let mut warmup_errors = Errors::default();
     let mut unanswered = 0;
     let mut tallies = Vec::new();
+    let mut orders = Vec::new();
+    let mut steps: Vec<StepStats> = Vec::new();
     let mut generator = Vec::new();
     let window = plan.duration.as_secs_f64();
-    for d in &done {
+    for d in &mut done {
         latency.add(&d.latency).expect("same histogram bounds");
         lag.add(&d.lag).expect("same histogram bounds");
         counters.add(&d.counters);
         warmup_errors.add(&d.warmup.errors);
         unanswered += d.unanswered;
         tallies.extend_from_slice(&d.tallies);
+        orders.append(&mut d.orders);
+        if steps.is_empty() {
+            steps.clone_from(&d.steps);
+        } else {
+            for (all, s) in steps.iter_mut().zip(&d.steps) {
+                all.add(s);
+            }
+        }
         generator.push(ThreadUsage {
             thread: d.worker,
             cpu: d.cpu,
@@ -271,7 +296,13 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         offered_rps,
         latency: Latency::of(&latency),
         errors: counters.errors,
-        outcomes: matches!(plan.request, Requests::Keyed(_)).then_some(counters.outcomes),
+        outcomes: matches!(plan.request, Requests::Script(_)).then_some(counters.outcomes),
+        steps: steps
+            .iter()
+            .zip(Step::ALL)
+            .filter(|(s, _)| s.requests > 0)
+            .map(|(s, step)| s.result(step.name()))
+            .collect(),
         warmup_errors,
         unanswered_at_end: unanswered,
         send_lag,
@@ -280,6 +311,7 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         generator_busy_total,
         timeline,
         tallies,
+        orders,
     })
 }
 
@@ -375,7 +407,18 @@ mod tests {
             r#"{"quantity":1}"#,
         );
         let p = Plan {
-            request: Requests::Keyed(Arc::new(keyed)),
+            request: Requests::Script(Arc::new(
+                Workload::new(
+                    &addr.to_string(),
+                    &crate::workload::Mix::only(false, false, true),
+                    None,
+                    &[],
+                    Some(Arc::new(keyed)),
+                    0,
+                    1,
+                )
+                .unwrap(),
+            )),
             ..plan(addr, Load::Closed, 2)
         };
         let r = run(&p, |_| {}).unwrap();

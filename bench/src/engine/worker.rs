@@ -16,7 +16,9 @@ use hdrhistogram::Histogram;
 use super::conn::{Conn, Shared};
 use super::sys::{self, Epoll};
 use super::{Arrival, Load, Plan, Report, Requests, SecondReport, WorkerDone};
-use crate::stats::{Counters, Failure, Outcome, new_histogram};
+use crate::sampling::Rng;
+use crate::stats::{Counters, Failure, Outcome, StepStats, new_histogram};
+use crate::workload::{ConnScript, Step};
 
 /// Housekeeping period: reconnects and timeouts.
 const HOUSEKEEPING_NS: u64 = 10_000_000;
@@ -31,36 +33,57 @@ pub(crate) struct Recorder {
     /// Open loop: the worker's own lateness handling arrivals, this second.
     lag: Histogram<u64>,
     c: Counters,
+    /// Scripted requests: each step's answers since the end of the warm-up
+    /// (indexed by step; empty otherwise).
+    steps: Vec<StepStats>,
     /// Time spent in empty busy polls since the start (never reset).
     spun_ns: u64,
 }
 
 impl Recorder {
-    fn new() -> Self {
+    fn new(scripted: bool) -> Self {
         Self {
             sec: new_histogram(),
             lag: new_histogram(),
             c: Counters::default(),
+            steps: if scripted {
+                Step::ALL.iter().map(|_| StepStats::new()).collect()
+            } else {
+                Vec::new()
+            },
             spun_ns: 0,
         }
     }
 
-    /// An answer; an expected `outcome` (keyed requests) is not an error.
+    /// An answer; an expected refusal (scripted requests) is not an error.
     pub(super) fn response(&mut self, status: u16, outcome: Option<Outcome>, latency_ns: u64) {
         self.sec.saturating_record(latency_ns.max(1));
         self.c.completed += 1;
         match outcome {
+            Some(o) => {
+                self.c.outcomes.count(o);
+                if !o.is_refusal() {
+                    self.c.ok += 1;
+                }
+            }
             None => match status {
                 500.. => self.c.errors.status_5xx += 1,
                 400..=499 => self.c.errors.status_4xx += 1,
                 _ => self.c.ok += 1,
             },
-            Some(Outcome::Created) => {
-                self.c.ok += 1;
-                self.c.outcomes.created += 1;
-            }
-            Some(Outcome::SoldOut) => self.c.outcomes.sold_out += 1,
-            Some(Outcome::LimitExceeded) => self.c.outcomes.limit_exceeded += 1,
+        }
+    }
+
+    /// The same answer, counted for its step.
+    pub(super) fn step(
+        &mut self,
+        step: u8,
+        status: u16,
+        outcome: Option<Outcome>,
+        latency_ns: u64,
+    ) {
+        if let Some(s) = self.steps.get_mut(usize::from(step)) {
+            s.record(status, outcome, latency_ns);
         }
     }
 
@@ -87,25 +110,6 @@ impl Recorder {
         if busy {
             self.c.queued += 1;
         }
-    }
-}
-
-/// Small, fast PRNG (xorshift64*) for Poisson arrivals.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     }
 }
 
@@ -163,7 +167,7 @@ impl Schedule {
     }
 }
 
-/// Runs worker `id` until the end of the plan (keyed requests: and until
+/// Runs worker `id` until the end of the plan (scripted requests: and until
 /// their last answer, see [`drain`]); reports to `tx`. `run_tag` makes this
 /// run's idempotency keys unique.
 pub(super) fn run(id: usize, plan: Arc<Plan>, run_tag: &str, epoch: Instant, tx: Sender<Report>) {
@@ -187,9 +191,9 @@ pub(super) fn run(id: usize, plan: Arc<Plan>, run_tag: &str, epoch: Instant, tx:
     let first = plan.first_conn(id);
     let nconns = plan.conns_of(id);
     let pipeline = plan.pipeline.max(1);
-    let (request, keyed): (&[u8], _) = match &plan.request {
+    let (request, workload): (&[u8], _) = match &plan.request {
         Requests::Fixed(r) => (r, None),
-        Requests::Keyed(k) => (&[], Some(k.clone())),
+        Requests::Script(w) => (&[], Some(w.clone())),
     };
     let wire = request.repeat(pipeline + 1);
     let mut sh = Shared {
@@ -198,21 +202,20 @@ pub(super) fn run(id: usize, plan: Arc<Plan>, run_tag: &str, epoch: Instant, tx:
         domain: socket2::Domain::for_address(plan.addr),
         wire: wire.into_boxed_slice(),
         req_len: request.len(),
-        keyed,
+        scripted: workload.is_some(),
         draining: false,
         pipeline,
         open: matches!(plan.load, Load::Open { .. }),
         timeout_ns: plan.timeout.as_nanos() as u64,
-        rec: Recorder::new(),
+        rec: Recorder::new(workload.is_some()),
         to_fill: Vec::with_capacity(nconns),
     };
     let mut conns: Vec<Conn> = (0..nconns)
         .map(|i| {
-            let prefix = match &sh.keyed {
-                Some(k) => k.conn_prefix(run_tag, first + i),
-                None => Vec::new(),
-            };
-            Conn::new(i as u64, pipeline, prefix)
+            let script = workload
+                .as_ref()
+                .map(|w| Box::new(ConnScript::new(w, run_tag, first + i)));
+            Conn::new(i as u64, pipeline, script)
         })
         .collect();
     let mut schedule = match plan.load {
@@ -314,12 +317,19 @@ pub(super) fn run(id: usize, plan: Arc<Plan>, run_tag: &str, epoch: Instant, tx:
     }
     let (user, system) = sys::thread_cpu_time();
     let unanswered = conns.iter().map(|c| c.unanswered_since(warm_end)).sum();
+    // The window's steps; what the drain reads is not measured.
+    let steps = std::mem::take(&mut sh.rec.steps);
     let drain_until = end + sh.timeout_ns;
-    if sh.keyed.is_some()
+    if sh.scripted
         && let Err(e) = drain(&mut conns, &mut sh, &mut events, drain_until, clock)
     {
         return fail(e);
     }
+    let (tallies, orders) = if sh.scripted {
+        conns.iter_mut().map(Conn::take_log).unzip()
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let _ = tx.send(Report::Done(Box::new(WorkerDone {
         worker: id,
         cpu,
@@ -332,17 +342,16 @@ pub(super) fn run(id: usize, plan: Arc<Plan>, run_tag: &str, epoch: Instant, tx:
         counters: w.counters,
         warmup: w.warmup,
         unanswered,
-        tallies: match sh.keyed {
-            Some(_) => conns.iter().map(Conn::tally).collect(),
-            None => Vec::new(),
-        },
+        tallies,
+        orders,
+        steps,
     })));
 }
 
-/// After the window, keyed requests only: sends nothing more and reads the
-/// answers still in flight until there are none or `deadline` (the end plus
-/// `--timeout`), so the tallies know the outcome of every purchase the
-/// server may have made. What it reads is not measured.
+/// After the window, scripted requests only: sends nothing more and reads
+/// the answers still in flight until there are none or `deadline` (the end
+/// plus `--timeout`), so the logs know the outcome of every purchase and
+/// order the server may have made. What it reads is not measured.
 fn drain(
     conns: &mut [Conn],
     sh: &mut Shared,
@@ -417,6 +426,9 @@ impl Window {
             // End of the warm-up: what was recorded so far is set aside.
             self.warmed = true;
             self.warmup = rec.c;
+            for s in &mut rec.steps {
+                s.reset();
+            }
             self.cpu_start = sys::thread_cpu_time();
             self.spun_start = rec.spun_ns;
         } else {
@@ -424,12 +436,12 @@ impl Window {
             self.total.add(&rec.sec).expect("same histogram bounds");
             self.lag_total.add(&rec.lag).expect("same histogram bounds");
             self.counters.add(&rec.c);
-            let _ = tx.send(Report::Second(SecondReport {
+            let _ = tx.send(Report::Second(Box::new(SecondReport {
                 second: self.second,
                 interval_s: (at - start) as f64 / 1e9,
                 hist: rec.sec.clone(),
                 counters: rec.c,
-            }));
+            })));
             self.second += 1;
             self.finished = at >= self.end;
         }
