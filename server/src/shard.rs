@@ -132,10 +132,17 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
             let mut stream = stream;
             let served = rayltics_net::serve(&mut stream, &*app, &ctx.limits, &shutdown).await;
             if let Served::Upgraded { payload, leftover } = served {
-                app.metrics().open_websockets.inc();
-                realtime::serve_socket(stream, leftover, payload, &state, &realtime, &shutdown)
-                    .await;
-                app.metrics().open_websockets.dec();
+                // A task of its own: the HTTP connection's state (buffers,
+                // parser) is freed now, not held for the socket's lifetime.
+                monoio::spawn(async move {
+                    app.metrics().open_websockets.inc();
+                    realtime::serve_socket(stream, leftover, payload, &state, &realtime, &shutdown)
+                        .await;
+                    app.metrics().open_websockets.dec();
+                    open.set(open.get() - 1);
+                    app.metrics().open_connections.dec();
+                });
+                return;
             }
             open.set(open.get() - 1);
             app.metrics().open_connections.dec();

@@ -8,7 +8,9 @@
 //! - [`socket`]: one connection: fastwebsockets reads the client's frames,
 //!   fragments are reassembled under the size limit, and a writer drains a
 //!   bounded send queue (a slow reader is cut off with 1008).
-//! - [`frame`]: server frames as bytes, encoded once; the mask check.
+//! - [`frame`]: server frames as bytes, encoded once.
+//! - [`reader`]: client frames (fastwebsockets), the checks it leaves out,
+//!   and its read buffer held only while frames arrive.
 //! - [`protocol`]: the JSON frames of API.md.
 //! - [`session`]: a chat connection's ops (join, leave, send, history,
 //!   typing, ping) turned into requests to the rooms' shards.
@@ -32,6 +34,7 @@
 pub mod frame;
 pub mod hub;
 pub mod protocol;
+pub mod reader;
 pub mod rooms;
 pub mod session;
 pub mod socket;
@@ -112,7 +115,7 @@ pub async fn serve_socket(
                 shard: state.id,
                 open: true,
             };
-            rooms::send(state, user_shard, opened).await;
+            Box::pin(rooms::send(state, user_shard, opened)).await;
             let chat = session::ChatSession {
                 state: state.clone(),
                 peer,
@@ -124,7 +127,7 @@ pub async fn serve_socket(
                 posting: Rc::default(),
             };
             socket::run(stream, leftover, outbox, &chat, &settings.socket, shutdown).await;
-            chat.close().await;
+            Box::pin(chat.close()).await;
         }
     }
 }

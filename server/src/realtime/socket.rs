@@ -20,7 +20,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
+use fastwebsockets::{Frame, OpCode, WebSocketError};
 use futures::future::{Either, select};
 use monoio::io::IntoPollIo;
 use tokio::io::AsyncWriteExt;
@@ -28,6 +28,7 @@ use tokio::io::AsyncWriteExt;
 use rayltics_net::Shutdown;
 
 use super::frame;
+use super::reader::{self, FrameReader};
 
 /// What a connection's owner does with complete messages.
 pub trait Messages {
@@ -204,10 +205,7 @@ pub async fn run<M: Messages>(
         return 1006;
     };
     let (read, write) = tokio::io::split(stream);
-    let reader = frame::ClientBytes::new(read, leftover);
-    let (mut ws, _) =
-        fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
-    ws.set_max_message_size(limits.max_message_bytes.saturating_add(1));
+    let mut ws = FrameReader::new(read, leftover, limits.max_message_bytes);
     let writer = monoio::spawn(write_loop(outbox.clone(), write, limits.ping_interval));
     let code = read_loop(&mut ws, &outbox, messages, limits, shutdown).await;
     outbox.close(code, "");
@@ -224,10 +222,7 @@ pub async fn run<M: Messages>(
     if outbox.is_closing() && code != 1006 {
         // Give the client a moment to answer our close before the socket goes.
         let _ = monoio::time::timeout(Duration::from_millis(500), async {
-            while let Ok(f) = ws
-                .read_frame(&mut |_| async { Ok::<(), std::convert::Infallible>(()) })
-                .await
-            {
+            while let Ok(f) = ws.read_frame(&mut |_| {}).await {
                 if f.opcode == OpCode::Close {
                     break;
                 }
@@ -249,9 +244,7 @@ fn abort(fd: std::os::fd::RawFd) {
     let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
-type Reader = fastwebsockets::WebSocketRead<
-    frame::ClientBytes<tokio::io::ReadHalf<monoio::net::tcp::stream_poll::TcpStreamPoll>>,
->;
+type Reader = FrameReader<tokio::io::ReadHalf<monoio::net::tcp::stream_poll::TcpStreamPoll>>;
 
 /// A message being reassembled from fragments.
 struct Partial {
@@ -277,7 +270,6 @@ async fn read_loop<M: Messages>(
             let mut obligations = |f: Frame<'_>| {
                 let closes = f.opcode == OpCode::Close;
                 outbox.push_control(frame::encode(f.opcode, &f.payload), closes);
-                async { Ok::<(), std::convert::Infallible>(()) }
             };
             let read = std::pin::pin!(monoio::time::timeout(
                 limits.idle_timeout,
@@ -365,13 +357,15 @@ impl Partial {
 }
 
 async fn deliver<M: Messages>(messages: &M, opcode: OpCode, data: &[u8]) {
+    // Boxed: the handler's future lives only while a message is handled,
+    // instead of widening every idle connection's task by its size.
     if opcode == OpCode::Text {
         // Unfragmented text was checked by the parser, reassembled text here.
         if let Ok(text) = std::str::from_utf8(data) {
-            messages.text(text).await;
+            Box::pin(messages.text(text)).await;
         }
     } else {
-        messages.binary(data).await;
+        Box::pin(messages.binary(data)).await;
     }
 }
 
@@ -380,7 +374,7 @@ fn fail(outbox: &Outbox, e: WebSocketError) -> u16 {
     let code = match &e {
         WebSocketError::InvalidUTF8 => 1007,
         WebSocketError::FrameTooLarge => 1009,
-        WebSocketError::IoError(io) if frame::is_malformed(io) => 1002,
+        WebSocketError::IoError(io) if reader::is_malformed(io) => 1002,
         WebSocketError::IoError(_) | WebSocketError::UnexpectedEOF => return 1006,
         WebSocketError::ConnectionClosed => return 1000,
         _ => 1002,
