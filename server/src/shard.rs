@@ -81,9 +81,9 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
         return fail("cannot create the admin", &e);
     }
     monoio::spawn(commerce::sweep(state.clone()));
-    monoio::spawn(realtime::sweep(state.clone()));
     let _ = ready.send(Ok(id));
     let realtime = Rc::new(ctx.realtime.as_ref().clone());
+    monoio::spawn(realtime::sweep(state.clone(), realtime.clone()));
     let app = Rc::new(App::new(
         router.clone(),
         ctx.metrics.for_shard(id),

@@ -513,3 +513,26 @@ fn user_id(node: &Node, c: &Client) -> String {
         .unwrap()
         .to_owned()
 }
+
+#[test]
+fn the_server_pings_and_closes_connections_that_stay_silent() {
+    let node = chat_node()
+        .env("RAYLTICS_REALTIME__PING_INTERVAL_MS", 500)
+        .env("RAYLTICS_REALTIME__IDLE_TIMEOUT_MS", 1500)
+        .start();
+    let (alice, _) = Client::register(&node, "alice@idle.test");
+    // A client that answers pings (tungstenite does, while it reads) stays.
+    let mut live = Ws::connect(&node, &token(&alice));
+    assert_eq!(live.recv(Duration::from_millis(3000)), Err(End::TimedOut));
+    live.send(json!({"op": "ping"}));
+    live.expect_op("pong", SECS5);
+    // One that never answers is closed with 1001 once the idle time passes.
+    let mut silent = raw_upgrade(&node, &format!("/ws?token={}", token(&alice)));
+    let started = Instant::now();
+    assert_eq!(raw_close_code(&mut silent, SECS5), Some(1001));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+}

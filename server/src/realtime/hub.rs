@@ -43,6 +43,9 @@ enum Sub {
     Live(u64),
 }
 
+/// A room's connections on this shard, with their send queues.
+type Members = Map<ConnId, (Sub, Rc<Outbox>)>;
+
 /// One shard's real-time registry.
 #[derive(Debug, Default)]
 pub struct Hub {
@@ -51,7 +54,7 @@ pub struct Hub {
     /// user id -> their connections on this shard.
     by_user: RefCell<Map<String, Vec<ConnId>>>,
     /// room -> this shard's connections in it.
-    subs: RefCell<Map<String, Map<ConnId, Sub>>>,
+    subs: RefCell<Map<String, Members>>,
     /// Rooms this shard owns, while they have members or messages in flight.
     pub(super) rooms: RefCell<Map<String, Room>>,
     /// Users this shard owns -> their open connections per shard.
@@ -98,13 +101,20 @@ impl Hub {
         self.peers.borrow().len()
     }
 
+    /// Pings every connection that was sent nothing since the last call.
+    pub fn ping_quiet_connections(&self) {
+        for peer in self.peers.borrow().values() {
+            peer.outbox.ping_if_quiet();
+        }
+    }
+
     /// Starts a subscription: frames for `room` wait until [`Hub::go_live`].
-    pub fn subscribe(&self, room: &str, conn: ConnId) {
+    pub fn subscribe(&self, room: &str, peer: &Peer) {
         self.subs
             .borrow_mut()
             .entry(room.to_owned())
             .or_default()
-            .insert(conn, Sub::Joining(Vec::new()));
+            .insert(peer.id, (Sub::Joining(Vec::new()), peer.outbox.clone()));
     }
 
     /// Ends a subscription.
@@ -123,7 +133,7 @@ impl Hub {
     pub fn go_live(&self, room: &str, peer: &Peer, head: Vec<Bytes>, last_seq: u64) {
         let waiting = {
             let mut subs = self.subs.borrow_mut();
-            let Some(sub) = subs.get_mut(room).and_then(|m| m.get_mut(&peer.id)) else {
+            let Some((sub, _)) = subs.get_mut(room).and_then(|m| m.get_mut(&peer.id)) else {
                 return;
             };
             match std::mem::replace(sub, Sub::Live(last_seq)) {
@@ -141,7 +151,7 @@ impl Hub {
             }
             frames.push(frame);
         }
-        if let Some(Sub::Live(u)) = self
+        if let Some((Sub::Live(u), _)) = self
             .subs
             .borrow_mut()
             .get_mut(room)
@@ -165,8 +175,7 @@ impl Hub {
             let Some(members) = subs.get_mut(room) else {
                 return;
             };
-            let peers = self.peers.borrow();
-            for (conn, sub) in members.iter_mut() {
+            for (conn, (sub, outbox)) in members.iter_mut() {
                 match sub {
                     Sub::Joining(waiting) => waiting.push((seq, frame.clone())),
                     Sub::Live(upto) => {
@@ -176,9 +185,7 @@ impl Hub {
                             }
                             *upto = s;
                         }
-                        if let Some(peer) = peers.get(conn)
-                            && peer.outbox.push(frame.clone()) == Err(Refused::Overflow)
-                        {
+                        if outbox.push(frame.clone()) == Err(Refused::Overflow) {
                             overflowed.push(*conn);
                         }
                     }

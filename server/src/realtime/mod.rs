@@ -180,13 +180,21 @@ pub async fn notify_order(state: &ShardState, user_id: &str, order_json: &[u8]) 
     }
 }
 
-/// The shard's real-time housekeeping: typing states expire.
-pub async fn sweep(state: Rc<ShardState>) {
+/// The shard's real-time housekeeping: typing states expire, and chat
+/// connections that were sent nothing for a ping interval get a ping.
+pub async fn sweep(state: Rc<ShardState>, settings: Rc<Settings>) {
+    let tick = Duration::from_millis(500);
+    let mut since_ping = Duration::ZERO;
     loop {
-        monoio::time::sleep(Duration::from_millis(500)).await;
+        monoio::time::sleep(tick).await;
         if state.router.borrow().is_none() {
             return;
         }
         rooms::expire_typing(&state).await;
+        since_ping += tick;
+        if since_ping >= settings.socket.ping_interval {
+            since_ping = Duration::ZERO;
+            state.realtime.ping_quiet_connections();
+        }
     }
 }

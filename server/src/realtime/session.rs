@@ -181,7 +181,7 @@ impl ChatSession {
         }
         authorize(&self.state, &self.caller(), &room).await?;
         self.peer.rooms.borrow_mut().insert(room.clone());
-        self.state.realtime.subscribe(&room, self.peer.id);
+        self.state.realtime.subscribe(&room, &self.peer);
         let op = ChatOp::Join {
             room: room.clone(),
             shard: self.state.id,

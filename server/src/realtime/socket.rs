@@ -81,6 +81,8 @@ struct OutboxInner {
     close_code: Option<u16>,
     /// The send queue overflowed (a slow consumer).
     overflowed: bool,
+    /// Data frames were queued since the last keep-alive check.
+    wrote: bool,
 }
 
 impl Outbox {
@@ -96,6 +98,7 @@ impl Outbox {
                 reader: None,
                 close_code: None,
                 overflowed: false,
+                wrote: false,
             }),
         }
     }
@@ -116,6 +119,7 @@ impl Outbox {
             return Err(Refused::Overflow);
         }
         o.queued += frame.len();
+        o.wrote = true;
         o.frames.push_back(frame);
         if let Some(w) = o.writer.take() {
             w.wake();
@@ -173,20 +177,30 @@ impl Outbox {
         self.inner.borrow().queued
     }
 
-    /// Waits for frames and takes all of them, with whether the last one
-    /// is the close.
-    async fn take_all(&self) -> (Vec<Bytes>, bool) {
+    /// Waits for frames and swaps them into `batch` (empty on entry, so
+    /// the two queues trade buffers and nothing is allocated); returns
+    /// whether the last one is the close.
+    async fn take_all(&self, batch: &mut VecDeque<Bytes>) -> bool {
         poll_fn(|cx| {
             let mut o = self.inner.borrow_mut();
             if o.frames.is_empty() {
                 o.writer = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            let frames: Vec<Bytes> = o.frames.drain(..).collect();
+            std::mem::swap(&mut o.frames, batch);
             o.queued = 0;
-            Poll::Ready((frames, o.closing))
+            Poll::Ready(o.closing)
         })
         .await
+    }
+
+    /// Queues a ping unless something was sent since the last call: the
+    /// shard's keep-alive sweep (one timer per shard, not per connection).
+    pub fn ping_if_quiet(&self) {
+        let quiet = !std::mem::replace(&mut self.inner.borrow_mut().wrote, false);
+        if quiet {
+            self.push_control(frame::encode(OpCode::Ping, b""), false);
+        }
     }
 }
 
@@ -206,7 +220,7 @@ pub async fn run<M: Messages>(
     };
     let (read, write) = tokio::io::split(stream);
     let mut ws = FrameReader::new(read, leftover, limits.max_message_bytes);
-    let writer = monoio::spawn(write_loop(outbox.clone(), write, limits.ping_interval));
+    let writer = monoio::spawn(write_loop(outbox.clone(), write));
     let code = read_loop(&mut ws, &outbox, messages, limits, shutdown).await;
     outbox.close(code, "");
     let (code, overflowed) = {
@@ -396,32 +410,35 @@ fn refuse(outbox: &Outbox, code: u16) -> u16 {
 /// (and with it the writer: nothing waits on a dead reader forever).
 const WRITE_STALL: Duration = Duration::from_secs(10);
 
-async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
-    outbox: Rc<Outbox>,
-    mut write: W,
-    ping_interval: Duration,
-) {
+async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut write: W) {
     let mut buf = Vec::new();
+    let mut batch = VecDeque::new();
     loop {
-        let (frames, closing) = match monoio::time::timeout(ping_interval, outbox.take_all()).await
-        {
-            Ok(batch) => batch,
-            Err(_idle) => (vec![frame::encode(OpCode::Ping, b"")], false),
-        };
+        let closing = outbox.take_all(&mut batch).await;
         let write_batch = async {
-            if let [one] = frames.as_slice() {
-                write.write_all(one).await
+            if batch.len() == 1 {
+                write.write_all(&batch[0]).await
             } else {
                 buf.clear();
-                for f in &frames {
+                for f in &batch {
                     buf.extend_from_slice(f);
                 }
                 write.write_all(&buf).await
             }
         };
-        let result = monoio::time::timeout(WRITE_STALL, write_batch).await;
+        let mut write_batch = std::pin::pin!(write_batch);
+        // Most writes complete at once: only a write that has to wait for
+        // the client gets a stall timer.
+        let result = match futures::poll!(write_batch.as_mut()) {
+            Poll::Ready(r) => Ok(r),
+            Poll::Pending => monoio::time::timeout(WRITE_STALL, write_batch).await,
+        };
+        batch.clear();
         if buf.capacity() > 64 * 1024 {
             buf = Vec::new();
+        }
+        if batch.capacity() > 64 {
+            batch = VecDeque::new();
         }
         if !matches!(result, Ok(Ok(()))) {
             outbox.close(1006, "");
