@@ -79,7 +79,7 @@ fn purchase(i: u64) -> Vec<Change> {
             rec: IdempotencyRec {
                 fingerprint: [7; 32],
                 status: 201,
-                body: vec![b'y'; 200],
+                order_id: format!("order-{i}"),
                 at: now,
             },
         },

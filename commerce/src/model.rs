@@ -210,8 +210,10 @@ pub struct IdempotencyRec {
     pub fingerprint: [u8; 32],
     /// Response status.
     pub status: u16,
-    /// Response body (JSON).
-    pub body: Vec<u8>,
+    /// The order the request created. Its response is the order as it was
+    /// created (re-rendered on a replay: status `pending`, `updated_at` =
+    /// `created_at`), so the body is not stored twice.
+    pub order_id: String,
     /// When it was recorded (kept at least 24 h).
     pub at: Millis,
 }

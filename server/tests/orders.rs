@@ -176,6 +176,23 @@ fn idempotency_keys_replay_and_conflict() {
         1,
         "a replay reserves nothing"
     );
+    // Still the first response, byte for byte, after the order moved on.
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    let paid = c.post(
+        &format!("/api/v1/orders/{id}/pay"),
+        &json!({"payment_method": "test_card", "card_number": "4242424242424242"}),
+    );
+    assert_eq!(paid.json()["status"], "paid");
+    let later = order(
+        &mut c,
+        "same-key",
+        json!([{"sku": "idem-1", "quantity": 1}]),
+    );
+    assert_eq!(later.status, 201);
+    assert_eq!(
+        later.body, first.body,
+        "the replay after payment is the first response"
+    );
     order(
         &mut c,
         "same-key",

@@ -218,7 +218,7 @@ mod tests {
             rec: IdempotencyRec {
                 fingerprint: [0; 32],
                 status: 201,
-                body: Vec::new(),
+                order_id: "o".into(),
                 at,
             },
         }

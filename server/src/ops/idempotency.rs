@@ -6,10 +6,11 @@
 //! creates are recorded (in the same commit as the order), so a request
 //! refused for lack of stock may be retried under its key.
 
-use rayltics_commerce::model::IdempotencyRec;
+use rayltics_commerce::model::{IdempotencyRec, OrderStatus};
 use rayltics_commerce::{Change, DomainError, DomainResult, Millis};
 
 use super::OpReply;
+use crate::api::views;
 use crate::service::ShardState;
 
 /// What to do with an idempotent request.
@@ -37,7 +38,7 @@ pub(super) fn begin<'a>(
         return if rec.fingerprint == fingerprint {
             Ok(Begin::Replay(OpReply::Stored {
                 status: rec.status,
-                body: rec.body.clone(),
+                body: as_created(state, &rec.order_id)?,
             }))
         } else {
             Err(DomainError::IdempotencyConflict)
@@ -54,16 +55,32 @@ pub(super) fn begin<'a>(
     }))
 }
 
+/// The first response of the request that created `order_id`: the order
+/// as it was created.
+fn as_created(state: &ShardState, order_id: &str) -> DomainResult<Vec<u8>> {
+    let data = state.store.read();
+    let Some(order) = data.order(order_id) else {
+        return Err(DomainError::Unavailable(format!(
+            "idempotency record of a missing order {order_id}"
+        )));
+    };
+    let mut created = order.clone();
+    created.status = OrderStatus::Pending;
+    created.updated_at = created.created_at;
+    Ok(views::order_json(&created))
+}
+
 impl Guard<'_> {
-    /// The change recording `status` + `body` as the key's response.
-    pub(super) fn record(&self, status: u16, body: Vec<u8>, now: Millis) -> Change {
+    /// The change recording `status` and the created order as the key's
+    /// response.
+    pub(super) fn record(&self, status: u16, order_id: &str, now: Millis) -> Change {
         self.state.store.read().plan_idempotency(
             &self.slot.0,
             &self.slot.1,
             IdempotencyRec {
                 fingerprint: self.fingerprint,
                 status,
-                body,
+                order_id: order_id.to_owned(),
                 at: now,
             },
         )

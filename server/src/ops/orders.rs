@@ -225,8 +225,11 @@ pub(super) fn record_new_order(
 ) -> Vec<u8> {
     let body = views::order_json(&order);
     let payload = crate::events::order_payload(&order);
+    // The order before the record that points at it: a torn journal tail
+    // can lose the record, never leave it without its order.
+    let recorded = guard.record(201, &order.id, now);
     changes.extend(state.store.read().plan_order_put(order, payload, now));
-    changes.push(guard.record(201, body.clone(), now));
+    changes.push(recorded);
     body
 }
 
