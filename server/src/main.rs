@@ -87,6 +87,12 @@ fn main() {
     };
     let config = load(args);
     rayltics::telemetry::init(config.log_format, &config.log_level);
+    // Every connection is a descriptor: a node holding tens of thousands of
+    // WebSockets needs more than the usual soft limit of 1024.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
 
     // A shard that panics leaves its keys unserved: crash the whole node so
     // the supervisor restarts it (crash-only; the journal makes that safe).
