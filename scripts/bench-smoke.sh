@@ -8,8 +8,11 @@
 # pages over a 200-product catalog), checkout (cart, order, payment; every 4th
 # declined) whose gate lists every order back and must pass (and must fail
 # when told to expect declined orders paid), and mixed (bench/scenarios/
-# shop.toml, open loop) with both gates. Uses the debug binaries of the
-# current build.
+# shop.toml, open loop) with both gates. Then the WebSocket scenarios:
+# ws-idle (200 connections held, the node's RSS per connection, each must
+# answer a ping at the end) and chat-fanout (1 room x 20 members, 2 senders
+# within the node's default 50 frames/s per connection) whose delivery check
+# must pass. Uses the debug binaries of the current build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RAYLTICS_CACHE:-$HOME/.cache/rayltics}/target}"
@@ -160,3 +163,38 @@ assert doc["gate"]["passed"] is True, f"flash-sale gate: {doc['gate']}"
 assert doc["checkout_gate"]["passed"] is True, f"checkout gate: {doc['checkout_gate']}"
 print(f"bench-smoke: mixed: {steps}, both gates passed")
 PY
+
+# WebSocket: 200 idle authenticated connections (the node's RSS per
+# connection), all alive after the hold; then a room of 20 members, 2 of them
+# sending 20 messages/s each (under the node's default 50 frames/s per
+# connection): every member must get every message once, in seq order.
+"$bin/rayltics-bench" run --scenario ws-idle --target "http://$http" --connections 200 \
+  --node-pid "$node_pid" --settle 500ms --duration 1s --out "$work/ws-idle" >/dev/null
+"$bin/rayltics-bench" run --scenario chat-fanout --target "http://$http" --rooms 1 \
+  --members 20 --senders 2 --rate 40 --node-pid "$node_pid" --warmup 500ms --duration 2s \
+  --out "$work/chat-fanout" >/dev/null
+python3 - "$work/ws-idle/result.json" "$work/chat-fanout/result.json" <<'PY'
+import json, sys
+idle, fan = (json.load(open(p)) for p in sys.argv[1:3])
+for doc in (idle, fan):
+    run = doc["runs"][0]
+    errors = {k: v for k, v in run["errors"].items() if v}
+    assert not errors, f"{doc['config']['scenario']}: errors {errors}"
+    assert doc["ws_check"]["passed"] is True, f"{doc['config']['scenario']}: {doc['ws_check']}"
+w = idle["runs"][0]["websocket"]
+assert w["upgraded"] == 200 and w["alive_at_end"] == 200, w
+bpc = w["idle"]["bytes_per_connection"]
+assert bpc is not None, w["idle"]  # its value is a figure, not a check
+run = fan["runs"][0]
+f = run["websocket"]["fanout"]
+assert f["acks"] == f["sends_total"] > 0 and run["unanswered_at_end"] == 0, f
+assert f["deliveries_total"] == f["acks"] * 20, f
+assert run["requests"] > 0 and run["latency"]["p99_us"] > 0, run["latency"]
+print(f"bench-smoke: ws-idle: 200 connections, {bpc:.0f} bytes each (debug node); "
+      f"chat-fanout: {f['acks']} messages x 20 members, delivery check passed, "
+      f"p99 {run['latency']['p99_us']:.0f} us")
+PY
+for d in ws-idle chat-fanout; do
+  grep -q 'websocket check: PASSED' "$work/$d/summary.md" \
+    || { echo "bench-smoke: no passed websocket check in $d/summary.md" >&2; exit 1; }
+done

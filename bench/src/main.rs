@@ -17,6 +17,8 @@
 //!   answers mean; [`sampling`]: their seeded random choices (Zipf).
 //! - [`catalog`], [`checkout`], [`flash_sale`]: setup over the API and the
 //!   correctness gates, over the blocking JSON client of [`setup`].
+//! - [`ws`]: the WebSocket scenarios (`ws-idle`, `chat-fanout`), with their
+//!   own epoll workers and delivery check.
 //!
 //! A run: `main` builds a [`engine::Plan`], `engine::run` starts one worker per
 //! CPU, each worker connects, warms up, then reports every second; `main`
@@ -39,6 +41,7 @@ mod stats;
 #[cfg(test)]
 mod test_server;
 mod workload;
+mod ws;
 
 use std::io::{IsTerminal, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -97,6 +100,15 @@ enum Scenario {
     /// A weighted blend of browse, checkout and flash-sale requests
     /// (`--scenario-file`), with both gates.
     Mixed,
+    /// Holds `--connections` authenticated WebSocket connections (`GET /ws`)
+    /// and reports the node's RSS per connection (`--node-pid`); each must
+    /// still answer a ping after `--duration`.
+    WsIdle,
+    /// Chat rooms (`--rooms` x `--members` WebSocket connections, `--senders`
+    /// per room) with messages sent at `--rate`: delivery latency, deliveries
+    /// per second and a check that every member got every message once, in
+    /// order.
+    ChatFanout,
 }
 
 impl Scenario {
@@ -108,12 +120,19 @@ impl Scenario {
             Self::Browse => "browse",
             Self::Checkout => "checkout",
             Self::Mixed => "mixed",
+            Self::WsIdle => "ws-idle",
+            Self::ChatFanout => "chat-fanout",
         }
     }
 
     /// Sends requests written per connection by a script (set up first).
     fn scripted(self) -> bool {
-        !matches!(self, Self::Healthz | Self::Get)
+        !matches!(self, Self::Healthz | Self::Get) && !self.websocket()
+    }
+
+    /// One of the WebSocket scenarios (their own engine, `ws`).
+    fn websocket(self) -> bool {
+        matches!(self, Self::WsIdle | Self::ChatFanout)
     }
 }
 
@@ -237,6 +256,8 @@ struct RunArgs {
     catalog: catalog::CatalogArgs,
     #[command(flatten)]
     checkout: checkout::CheckoutArgs,
+    #[command(flatten)]
+    ws: ws::WsArgs,
 }
 
 /// Parses `10s`, `250ms`, `1.5s`, `2m`, `100us`; a bare number is seconds.
@@ -419,6 +440,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         && !(r.is_finite() && r > 0.0)
     {
         bail!("--rate must be a positive number of requests per second");
+    }
+    if args.scenario.websocket() {
+        let target = parse_target(&args.target)?;
+        check_reachable(&target)?;
+        return ws::run(&args, &target);
     }
     let alternate = args.baseline.is_some() || args.baseline_scenario.is_some();
     if alternate && args.pairs == 0 {
@@ -682,12 +708,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .filter(|p| p.mix.checks_out())
                 .map(|_| args.checkout.decline_every),
             setup_s: prepared.as_ref().map(|p| p.setup_s),
+            websocket: None,
         },
         runs,
         comparison,
         slo_search,
         gate,
         checkout_gate,
+        ws_check: None,
     };
     report::write(&out_dir, &doc)?;
     print!("{}", report::stdout_summary(&doc, &out_dir));
@@ -729,7 +757,9 @@ struct Prepared {
 /// healthz and get.
 fn prepare(args: &RunArgs, api: &setup::Api, host: &str) -> anyhow::Result<Option<Prepared>> {
     let mix = match args.scenario {
-        Scenario::Healthz | Scenario::Get => return Ok(None),
+        Scenario::Healthz | Scenario::Get | Scenario::WsIdle | Scenario::ChatFanout => {
+            return Ok(None);
+        }
         Scenario::Browse => workload::Mix::only(true, false, false),
         Scenario::Checkout => workload::Mix::only(false, true, false),
         Scenario::FlashSale => workload::Mix::only(false, false, true),

@@ -43,6 +43,11 @@ pub(crate) struct Document {
     /// invocation fail).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) checkout_gate: Option<CheckoutGate>,
+    /// WebSocket scenarios: every connection alive at the end (ws-idle);
+    /// every member got every acked message of its room once, in order
+    /// (chat-fanout). `passed: false` makes the invocation fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ws_check: Option<crate::ws::WsCheck>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +117,9 @@ pub(crate) struct ConfigOut {
     /// Scripted scenarios: setup time, seconds (not measured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) setup_s: Option<f64>,
+    /// WebSocket scenarios: rooms, members, senders, the node's pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) websocket: Option<crate::ws::WsConfig>,
 }
 
 /// One run: against the target (`A`) or the baseline (`B`).
@@ -337,6 +345,9 @@ pub(crate) fn stdout_summary(doc: &Document, out_dir: &Path) -> String {
         };
         let _ = writeln!(s, "{}", run_line(&name, &run.result));
         s.push_str(&step_lines(&run.result));
+        if let Some(w) = &run.result.websocket {
+            s.push_str(&crate::ws::stdout_lines(w, &run.result));
+        }
     }
     if let Some(c) = &doc.comparison {
         for p in &c.pairs {
@@ -369,6 +380,9 @@ pub(crate) fn stdout_summary(doc: &Document, out_dir: &Path) -> String {
     }
     if let Some(g) = &doc.checkout_gate {
         let _ = writeln!(s, "{}", checkout_gate_line(g));
+    }
+    if let Some(c) = &doc.ws_check {
+        let _ = writeln!(s, "{}", crate::ws::check_line(c));
     }
     let _ = writeln!(s, "results: {}", out_dir.display());
     s
@@ -403,6 +417,17 @@ pub(crate) fn markdown(doc: &Document) -> String {
         doc.started_at, doc.host.hostname, doc.host.cpus_online, doc.host.kernel, doc.tool_version
     );
     let load = match (c.mode, c.rate) {
+        (_, _) if c.websocket.is_some() => match c.rate {
+            Some(rate) => format!(
+                "open loop, {} messages/s offered (uniform) over {} WebSocket connections; req/s below = deliveries/s",
+                fmt_rate(rate),
+                c.connections
+            ),
+            None => format!(
+                "{} idle WebSocket connections; latency below = connect -> 101",
+                c.connections
+            ),
+        },
         ("open", Some(rate)) => format!(
             "open loop, {} req/s offered ({:?} arrivals, seed {}) over {} connections",
             fmt_rate(rate),
@@ -683,6 +708,9 @@ pub(crate) fn markdown(doc: &Document) -> String {
                 );
             }
         }
+    }
+    if doc.runs.iter().any(|r| r.result.websocket.is_some()) {
+        s.push_str(&crate::ws::markdown(doc));
     }
     let _ = writeln!(s, "\n## Per second\n");
     for run in &doc.runs {

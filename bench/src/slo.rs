@@ -190,6 +190,7 @@ mod tests {
             timeline: Vec::new(),
             tallies: Vec::new(),
             orders: Vec::new(),
+            websocket: None,
         }
     }
 

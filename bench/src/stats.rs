@@ -389,6 +389,10 @@ pub(crate) struct RunResult {
     /// in connection order (for the checkout gate; not in the JSON).
     #[serde(skip)]
     pub(crate) orders: Vec<crate::checkout::CheckoutLog>,
+    /// WebSocket scenarios (`ws-idle`, `chat-fanout`): connections, the
+    /// node's memory and CPU, deliveries, errors by kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) websocket: Option<Box<crate::ws::WsRun>>,
 }
 
 #[cfg(test)]

@@ -312,6 +312,7 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         timeline,
         tallies,
         orders,
+        websocket: None,
     })
 }
 
