@@ -146,6 +146,11 @@ pub struct RealtimeConfig {
     pub idle_timeout_ms: u64,
     /// The server pings a connection it has sent nothing to for this long, ms.
     pub ping_interval_ms: u64,
+    /// A socket written to less than this long ago waits for the shard's
+    /// next write tick and then sends everything queued with one write
+    /// (members of busy rooms: fewer syscalls, up to this much latency); 0
+    /// writes every frame at once, us.
+    pub write_coalesce_us: u64,
     /// Rooms one connection may be in.
     pub max_rooms_per_connection: usize,
     /// Connections one room may hold.
@@ -164,6 +169,7 @@ impl Default for RealtimeConfig {
             send_queue_bytes: 1024 * 1024,
             idle_timeout_ms: 60_000,
             ping_interval_ms: 20_000,
+            write_coalesce_us: 0,
             max_rooms_per_connection: 64,
             max_members_per_room: 100_000,
             messages_per_second: 50,
@@ -183,6 +189,7 @@ impl RealtimeConfig {
                 send_queue_bytes: self.send_queue_bytes,
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
                 ping_interval: Duration::from_millis(self.ping_interval_ms),
+                write_coalesce: Duration::from_micros(self.write_coalesce_us),
             },
             max_rooms_per_connection: self.max_rooms_per_connection,
             max_members_per_room: self.max_members_per_room,
@@ -474,6 +481,9 @@ impl Config {
         }
         positive("realtime.idle_timeout_ms", r.idle_timeout_ms)?;
         positive("realtime.ping_interval_ms", r.ping_interval_ms)?;
+        if r.write_coalesce_us > 100_000 {
+            return Err("config: realtime.write_coalesce_us must be at most 100000 (0.1 s)".into());
+        }
         if r.ping_interval_ms >= r.idle_timeout_ms {
             return Err(
                 "config: realtime.ping_interval_ms must be below realtime.idle_timeout_ms".into(),

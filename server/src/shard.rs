@@ -84,6 +84,10 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
     let _ = ready.send(Ok(id));
     let realtime = Rc::new(ctx.realtime.as_ref().clone());
     monoio::spawn(realtime::sweep(state.clone(), realtime.clone()));
+    if !realtime.socket.write_coalesce.is_zero() {
+        let tick = state.realtime.flush_tick.clone();
+        monoio::spawn(tick.run(realtime.socket.write_coalesce));
+    }
     let app = Rc::new(App::new(
         router.clone(),
         ctx.metrics.for_shard(id),

@@ -70,7 +70,19 @@ fn messages(ws: &mut Ws, room: &str, n: usize) -> Vec<Value> {
 
 #[test]
 fn members_on_two_shards_see_one_gap_free_order() {
-    let node = chat_node().start();
+    members_see_one_gap_free_order(chat_node().start());
+}
+
+#[test]
+fn with_write_coalescing_members_still_see_one_gap_free_order() {
+    members_see_one_gap_free_order(
+        chat_node()
+            .env("RAYLTICS_REALTIME__WRITE_COALESCE_US", 5_000)
+            .start(),
+    );
+}
+
+fn members_see_one_gap_free_order(node: Node) {
     let (alice, _) = Client::register(&node, "alice@chat.test");
     let (bob, _) = Client::register(&node, "bob@chat.test");
     let tokens = [token(&alice), token(&bob)];

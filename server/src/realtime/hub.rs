@@ -61,6 +61,8 @@ pub struct Hub {
     pub(super) sockets: RefCell<Map<String, Vec<u32>>>,
     /// Slow consumers cut off (for metrics).
     pub slow_consumers: Cell<u64>,
+    /// The shard's write tick (`realtime.write_coalesce_us`).
+    pub flush_tick: Rc<super::coalesce::FlushTick>,
 }
 
 impl Hub {

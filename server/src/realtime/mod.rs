@@ -9,6 +9,7 @@
 //!   fragments are reassembled under the size limit, and a writer drains a
 //!   bounded send queue (a slow reader is cut off with 1008).
 //! - [`frame`]: server frames as bytes, encoded once.
+//! - [`coalesce`]: one write tick per shard for sockets of busy rooms.
 //! - [`reader`]: client frames (fastwebsockets), the checks it leaves out,
 //!   and its read buffer held only while frames arrive.
 //! - [`protocol`]: the JSON frames of API.md.
@@ -31,6 +32,7 @@
 //! on which shards that user has sockets (`ChatOp::Socket`) and sends them
 //! the `notification` frame (`ChatOp::Notify`).
 
+pub mod coalesce;
 pub mod frame;
 pub mod hub;
 pub mod protocol;
@@ -104,7 +106,7 @@ pub async fn serve_socket(
             limits.send_queue_bytes = limits.send_queue_bytes.max(64 << 20);
             let outbox = Rc::new(socket::Outbox::new(limits.send_queue_bytes));
             let echo = Echo(outbox.clone());
-            socket::run(stream, leftover, outbox, &echo, &limits, shutdown).await;
+            socket::run(stream, leftover, outbox, &echo, &limits, None, shutdown).await;
         }
         Upgrade::Chat { user_id, admin } => {
             let outbox = Rc::new(socket::Outbox::new(settings.socket.send_queue_bytes));
@@ -126,7 +128,18 @@ pub async fn serve_socket(
                 )),
                 posting: Rc::default(),
             };
-            socket::run(stream, leftover, outbox, &chat, &settings.socket, shutdown).await;
+            let tick = (!settings.socket.write_coalesce.is_zero())
+                .then(|| state.realtime.flush_tick.clone());
+            socket::run(
+                stream,
+                leftover,
+                outbox,
+                &chat,
+                &settings.socket,
+                tick,
+                shutdown,
+            )
+            .await;
             Box::pin(chat.close()).await;
         }
     }

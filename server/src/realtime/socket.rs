@@ -27,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 
 use rayltics_net::Shutdown;
 
+use super::coalesce::FlushTick;
 use super::frame;
 use super::reader::{self, FrameReader};
 
@@ -50,6 +51,9 @@ pub struct SocketLimits {
     pub idle_timeout: Duration,
     /// The server pings a connection it has written nothing to for this long.
     pub ping_interval: Duration,
+    /// A socket written to less than this long ago waits for the shard's
+    /// next write tick (zero: write at once).
+    pub write_coalesce: Duration,
 }
 
 /// Why an outbox refused a frame.
@@ -177,21 +181,31 @@ impl Outbox {
         self.inner.borrow().queued
     }
 
-    /// Waits for frames and swaps them into `batch` (empty on entry, so
-    /// the two queues trade buffers and nothing is allocated); returns
-    /// whether the last one is the close.
+    /// Waits for frames and moves them into `batch` (swapped when it is
+    /// empty, so the two queues trade buffers and nothing is allocated);
+    /// returns whether the last one is the close.
     async fn take_all(&self, batch: &mut VecDeque<Bytes>) -> bool {
         poll_fn(|cx| {
-            let mut o = self.inner.borrow_mut();
-            if o.frames.is_empty() {
-                o.writer = Some(cx.waker().clone());
+            if self.inner.borrow().frames.is_empty() {
+                self.inner.borrow_mut().writer = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            std::mem::swap(&mut o.frames, batch);
-            o.queued = 0;
-            Poll::Ready(o.closing)
+            Poll::Ready(self.take_now(batch))
         })
         .await
+    }
+
+    /// Moves what is queued into `batch` now; returns whether the last
+    /// frame is the close.
+    fn take_now(&self, batch: &mut VecDeque<Bytes>) -> bool {
+        let mut o = self.inner.borrow_mut();
+        if batch.is_empty() {
+            std::mem::swap(&mut o.frames, batch);
+        } else {
+            batch.extend(o.frames.drain(..));
+        }
+        o.queued = 0;
+        o.closing
     }
 
     /// Queues a ping unless something was sent since the last call: the
@@ -212,6 +226,7 @@ pub async fn run<M: Messages>(
     outbox: Rc<Outbox>,
     messages: &M,
     limits: &SocketLimits,
+    tick: Option<Rc<FlushTick>>,
     shutdown: &Shutdown,
 ) -> u16 {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
@@ -220,7 +235,8 @@ pub async fn run<M: Messages>(
     };
     let (read, write) = tokio::io::split(stream);
     let mut ws = FrameReader::new(read, leftover, limits.max_message_bytes);
-    let writer = monoio::spawn(write_loop(outbox.clone(), write));
+    let coalesce = tick.map(|t| (t, limits.write_coalesce));
+    let writer = monoio::spawn(write_loop(outbox.clone(), write, coalesce));
     let code = read_loop(&mut ws, &outbox, messages, limits, shutdown).await;
     outbox.close(code, "");
     let (code, overflowed) = {
@@ -410,11 +426,25 @@ fn refuse(outbox: &Outbox, code: u16) -> u16 {
 /// (and with it the writer: nothing waits on a dead reader forever).
 const WRITE_STALL: Duration = Duration::from_secs(10);
 
-async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut write: W) {
+async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
+    outbox: Rc<Outbox>,
+    mut write: W,
+    coalesce: Option<(Rc<FlushTick>, Duration)>,
+) {
     let mut buf = Vec::new();
     let mut batch = VecDeque::new();
+    let mut last_write: Option<std::time::Instant> = None;
     loop {
-        let closing = outbox.take_all(&mut batch).await;
+        let mut closing = outbox.take_all(&mut batch).await;
+        if let Some((tick, interval)) = &coalesce
+            && !closing
+            && last_write.is_some_and(|t| t.elapsed() < *interval)
+        {
+            // Written to a moment ago: gather what else comes until the
+            // shard's next tick, and write it all at once.
+            tick.wait().await;
+            closing = outbox.take_now(&mut batch);
+        }
         let write_batch = async {
             if batch.len() == 1 {
                 write.write_all(&batch[0]).await
@@ -433,6 +463,9 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut wr
             Poll::Ready(r) => Ok(r),
             Poll::Pending => monoio::time::timeout(WRITE_STALL, write_batch).await,
         };
+        if coalesce.is_some() {
+            last_write = Some(std::time::Instant::now());
+        }
         batch.clear();
         if buf.capacity() > 64 * 1024 {
             buf = Vec::new();
