@@ -12,7 +12,9 @@
 # ws-idle (200 connections held, the node's RSS per connection, each must
 # answer a ping at the end) and chat-fanout (1 room x 20 members, 2 senders
 # within the node's default 50 frames/s per connection) whose delivery check
-# must pass. Uses the debug binaries of the current build.
+# must pass. Then gRPC: grpc-who-owns (every answer checked against the
+# node's /debug/shards/{key}) and grpc-health, 2 s each, with traffic and no
+# errors. Uses the debug binaries of the current build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RAYLTICS_CACHE:-$HOME/.cache/rayltics}/target}"
@@ -198,3 +200,27 @@ for d in ws-idle chat-fanout; do
   grep -q 'websocket check: PASSED' "$work/$d/summary.md" \
     || { echo "bench-smoke: no passed websocket check in $d/summary.md" >&2; exit 1; }
 done
+
+# gRPC: NodeService/WhoOwns over 4 channels x 4 streams, keys sku-0..sku-199,
+# each answer checked against the owner /debug/shards/{key} reports (2
+# shards: both must own some); then Health/Check in an open loop.
+"$bin/rayltics-bench" run --scenario grpc-who-owns --target "http://$grpc" \
+  --http-target "http://$http" --keys 200 --connections 4 --pipeline 4 \
+  --warmup 500ms --duration 2s --out "$work/grpc-who-owns" >/dev/null
+check "$work/grpc-who-owns"
+"$bin/rayltics-bench" run --scenario grpc-health --target "http://$grpc" \
+  --rate 500 --connections 2 --warmup 500ms --duration 2s --out "$work/grpc-health" >/dev/null
+check "$work/grpc-health"
+python3 - "$work/grpc-who-owns/result.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+run = doc["runs"][0]
+g = run["grpc"]
+assert g["wrong_answers"] == 0 and g["checked_against_reference"] == run["requests"], g
+assert doc["config"]["grpc"]["verified_keys"] == 200, doc["config"]["grpc"]
+assert g["shard_count"] == 2 and all(n > 0 for n in g["answers_by_shard"]), g
+print(f"bench-smoke: grpc-who-owns: {g['checked_against_reference']} answers checked against "
+      f"/debug/shards, by owner shard {g['answers_by_shard']}")
+PY
+grep -q '## gRPC' "$work/grpc-who-owns/summary.md" \
+  || { echo "bench-smoke: no gRPC section in summary.md" >&2; exit 1; }

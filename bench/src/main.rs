@@ -19,6 +19,8 @@
 //!   correctness gates, over the blocking JSON client of [`setup`].
 //! - [`ws`]: the WebSocket scenarios (`ws-idle`, `chat-fanout`), with their
 //!   own epoll workers and delivery check.
+//! - [`grpc`]: the gRPC scenarios (`grpc-who-owns`, `grpc-health`): tonic
+//!   channels on current-thread tokio runtimes, and the answers' check.
 //!
 //! A run: `main` builds a [`engine::Plan`], `engine::run` starts one worker per
 //! CPU, each worker connects, warms up, then reports every second; `main`
@@ -31,6 +33,7 @@ mod charts;
 mod checkout;
 mod engine;
 mod flash_sale;
+mod grpc;
 mod http1;
 mod null_server;
 mod report;
@@ -109,6 +112,12 @@ enum Scenario {
     /// per second and a check that every member got every message once, in
     /// order.
     ChatFanout,
+    /// `rayltics.node.v1.NodeService/WhoOwns` over gRPC (`--target` is the
+    /// node's `--grpc-addr`), keys drawn from `--keys` seeded ones; every
+    /// answer is checked (`--http-target`: against `/debug/shards/{key}`).
+    GrpcWhoOwns,
+    /// `grpc.health.v1.Health/Check` over gRPC; every answer must be SERVING.
+    GrpcHealth,
 }
 
 impl Scenario {
@@ -122,12 +131,19 @@ impl Scenario {
             Self::Mixed => "mixed",
             Self::WsIdle => "ws-idle",
             Self::ChatFanout => "chat-fanout",
+            Self::GrpcWhoOwns => "grpc-who-owns",
+            Self::GrpcHealth => "grpc-health",
         }
     }
 
     /// Sends requests written per connection by a script (set up first).
     fn scripted(self) -> bool {
-        !matches!(self, Self::Healthz | Self::Get) && !self.websocket()
+        !matches!(self, Self::Healthz | Self::Get) && !self.websocket() && !self.grpc()
+    }
+
+    /// One of the gRPC scenarios (their own engine, `grpc`).
+    fn grpc(self) -> bool {
+        matches!(self, Self::GrpcWhoOwns | Self::GrpcHealth)
     }
 
     /// One of the WebSocket scenarios (their own engine, `ws`).
@@ -164,7 +180,8 @@ struct RunArgs {
     /// rate is spread over them, a request queues on a busy connection).
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Requests in flight per connection (HTTP/1.1 pipelining; 1 = none).
+    /// Requests in flight per connection (HTTP/1.1 pipelining; 1 = none;
+    /// gRPC: concurrent streams per HTTP/2 channel).
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
     /// Measured duration (`10s`, `500ms`, `2m`).
@@ -258,6 +275,8 @@ struct RunArgs {
     checkout: checkout::CheckoutArgs,
     #[command(flatten)]
     ws: ws::WsArgs,
+    #[command(flatten)]
+    grpc: grpc::GrpcArgs,
 }
 
 /// Parses `10s`, `250ms`, `1.5s`, `2m`, `100us`; a bare number is seconds.
@@ -445,6 +464,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let target = parse_target(&args.target)?;
         check_reachable(&target)?;
         return ws::run(&args, &target);
+    }
+    if args.scenario.grpc() {
+        let target = parse_target(&args.target)?;
+        check_reachable(&target)?;
+        return grpc::run(&args, &target);
     }
     let alternate = args.baseline.is_some() || args.baseline_scenario.is_some();
     if alternate && args.pairs == 0 {
@@ -709,6 +733,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .map(|_| args.checkout.decline_every),
             setup_s: prepared.as_ref().map(|p| p.setup_s),
             websocket: None,
+            grpc: None,
         },
         runs,
         comparison,
@@ -757,7 +782,12 @@ struct Prepared {
 /// healthz and get.
 fn prepare(args: &RunArgs, api: &setup::Api, host: &str) -> anyhow::Result<Option<Prepared>> {
     let mix = match args.scenario {
-        Scenario::Healthz | Scenario::Get | Scenario::WsIdle | Scenario::ChatFanout => {
+        Scenario::Healthz
+        | Scenario::Get
+        | Scenario::WsIdle
+        | Scenario::ChatFanout
+        | Scenario::GrpcWhoOwns
+        | Scenario::GrpcHealth => {
             return Ok(None);
         }
         Scenario::Browse => workload::Mix::only(true, false, false),

@@ -120,6 +120,10 @@ pub(crate) struct ConfigOut {
     /// WebSocket scenarios: rooms, members, senders, the node's pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) websocket: Option<crate::ws::WsConfig>,
+    /// gRPC scenarios: the method, in-flight streams per channel, the key
+    /// set and where the reference owners were read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) grpc: Option<crate::grpc::GrpcConfig>,
 }
 
 /// One run: against the target (`A`) or the baseline (`B`).
@@ -347,6 +351,9 @@ pub(crate) fn stdout_summary(doc: &Document, out_dir: &Path) -> String {
         s.push_str(&step_lines(&run.result));
         if let Some(w) = &run.result.websocket {
             s.push_str(&crate::ws::stdout_lines(w, &run.result));
+        }
+        if let Some(g) = &run.result.grpc {
+            s.push_str(&crate::grpc::stdout_line(g));
         }
     }
     if let Some(c) = &doc.comparison {
@@ -711,6 +718,9 @@ pub(crate) fn markdown(doc: &Document) -> String {
     }
     if doc.runs.iter().any(|r| r.result.websocket.is_some()) {
         s.push_str(&crate::ws::markdown(doc));
+    }
+    if doc.config.grpc.is_some() {
+        s.push_str(&crate::grpc::markdown(doc));
     }
     let _ = writeln!(s, "\n## Per second\n");
     for run in &doc.runs {

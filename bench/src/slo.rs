@@ -191,6 +191,7 @@ mod tests {
             tallies: Vec::new(),
             orders: Vec::new(),
             websocket: None,
+            grpc: None,
         }
     }
 

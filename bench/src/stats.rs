@@ -393,6 +393,10 @@ pub(crate) struct RunResult {
     /// node's memory and CPU, deliveries, errors by kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) websocket: Option<Box<crate::ws::WsRun>>,
+    /// gRPC scenarios (`grpc-who-owns`, `grpc-health`): the method, statuses
+    /// by code, transport errors, timeouts and the answers' check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) grpc: Option<Box<crate::grpc::GrpcRun>>,
 }
 
 #[cfg(test)]

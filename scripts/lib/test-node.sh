@@ -4,7 +4,7 @@
 #   Starts "$BIN_DIR/rayltics serve" on loopback port 0 with 2 shards, data in
 #   WORK_DIR/data, the admin from RAYLTICS_ADMIN_EMAIL / RAYLTICS_ADMIN_PASSWORD
 #   (the caller exports them) and cheap password hashing; waits for its
-#   "rayltics listening" line. Sets node_pid and http (HOST:PORT); output goes
+#   "rayltics listening" line. Sets node_pid, http and grpc (HOST:PORT); output goes
 #   to WORK_DIR/node.out and WORK_DIR/node.err. NAME prefixes error messages.
 #   The caller's EXIT trap should call stop_test_node.
 
@@ -20,6 +20,7 @@ start_test_node() {
     sleep 0.1
   done
   http="$(sed -n 's/^rayltics listening http=\([^ ]*\).*/\1/p' "$work/node.out")"
+  grpc="$(sed -n 's/^rayltics listening .*grpc=\([^ ]*\).*/\1/p' "$work/node.out")"
   if [ -z "$http" ]; then
     echo "$name: node did not start:" >&2
     tail -20 "$work/node.err" >&2

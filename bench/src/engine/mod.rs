@@ -313,6 +313,7 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         tallies,
         orders,
         websocket: None,
+        grpc: None,
     })
 }
 

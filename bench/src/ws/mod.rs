@@ -922,6 +922,7 @@ pub(crate) fn run(args: &RunArgs, target: &Target) -> anyhow::Result<()> {
         tallies: Vec::new(),
         orders: Vec::new(),
         websocket: Some(Box::new(ws_run)),
+        grpc: None,
     };
 
     let unix = SystemTime::now()
@@ -979,6 +980,7 @@ pub(crate) fn run(args: &RunArgs, target: &Target) -> anyhow::Result<()> {
                 connect_concurrency: args.ws.connect_concurrency,
                 spin_us: round3(args.spin.as_secs_f64() * 1e6),
             }),
+            grpc: None,
         },
         runs: vec![Run {
             name: args.target_name.clone(),
