@@ -38,7 +38,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
@@ -53,7 +53,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::engine::Arrival;
 use crate::engine::sys;
-use crate::report::{self, ConfigOut, Document, Host, Run};
+use crate::report::{self, ConfigOut, Document};
 use crate::sampling::Rng;
 use crate::stats::{
     Errors, Latency, RunResult, Second, SendLag, ThreadUsage, new_histogram, round3,
@@ -1149,77 +1149,23 @@ pub(crate) fn run(args: &RunArgs, target: &Target) -> anyhow::Result<()> {
         );
     }
 
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (started_at, stamp) = report::utc_stamps(unix);
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("target/bench-results").join(&stamp));
+    let (started_at, out_dir) = report::started_now(args.out.as_deref());
     let who = method == Method::WhoOwns;
-    let doc = Document {
-        schema_version: report::SCHEMA_VERSION,
-        tool: "rayltics-bench",
-        tool_version: env!("CARGO_PKG_VERSION"),
-        started_at,
-        host: Host::probe(),
-        config: ConfigOut {
-            scenario: args
-                .scenario_name
-                .clone()
-                .unwrap_or_else(|| args.scenario.name().to_string()),
-            server_cores: args.server_cores,
-            mode: if args.rate.is_some() {
-                "open"
-            } else {
-                "closed"
-            },
-            connections: args.connections,
-            rate: args.rate,
-            arrival: args.rate.map(|_| args.arrival),
-            seed: who.then_some(args.seed),
-            pipeline: args.pipeline,
-            warmup_s: args.warmup.as_secs_f64(),
-            duration_s: window,
-            timeout_s: args.timeout.as_secs_f64(),
-            threads,
-            cpus,
-            target: target.url.clone(),
-            target_name: args.target_name.clone(),
-            baseline: None,
-            baseline_name: None,
-            baseline_scenario: None,
-            pairs: None,
-            flash_sale: None,
-            mix: None,
-            catalog: None,
-            users: None,
-            decline_every: None,
-            setup_s: reference_url.is_some().then_some(setup_s),
-            websocket: None,
-            grpc: Some(GrpcConfig {
-                method: method.path(),
-                in_flight_per_channel: args.pipeline,
-                keys: who.then_some(g.keys),
-                key_prefix: who.then(|| g.key_prefix.clone()),
-                reference: reference_url,
-                verified_keys: verified,
-                spin_us: round3(args.spin.as_secs_f64() * 1e6),
-            }),
-        },
-        runs: vec![Run {
-            name: args.target_name.clone(),
-            role: "target",
-            pair: None,
-            result,
-        }],
-        comparison: None,
-        slo_search: None,
-        gate: None,
-        checkout_gate: None,
-        ws_check: None,
+    let config = ConfigOut {
+        seed: who.then_some(args.seed),
+        setup_s: reference_url.is_some().then_some(setup_s),
+        grpc: Some(GrpcConfig {
+            method: method.path(),
+            in_flight_per_channel: args.pipeline,
+            keys: who.then_some(g.keys),
+            key_prefix: who.then(|| g.key_prefix.clone()),
+            reference: reference_url,
+            verified_keys: verified,
+            spin_us: round3(args.spin.as_secs_f64() * 1e6),
+        }),
+        ..args.config_out(target, threads, cpus, window)
     };
+    let doc = Document::single(started_at, config, result);
     report::write(&out_dir, &doc)?;
     print!("{}", report::stdout_summary(&doc, &out_dir));
     Ok(())

@@ -56,7 +56,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use engine::{Arrival, Load, Plan, Requests};
-use report::{Comparison, ConfigOut, Document, Host, Run};
+use report::{Comparison, ConfigOut, Document, Run};
 use stats::RunResult;
 
 /// rayltics-bench: load generator for rayltics (and any HTTP/1.1 server).
@@ -280,6 +280,55 @@ struct RunArgs {
 }
 
 /// Parses `10s`, `250ms`, `1.5s`, `2m`, `100us`; a bare number is seconds.
+impl RunArgs {
+    /// The report's configuration as the flags give it, for one target and
+    /// no baseline; engines override what is theirs (`..args.config_out(..)`).
+    fn config_out(
+        &self,
+        target: &Target,
+        threads: usize,
+        cpus: Vec<usize>,
+        duration_s: f64,
+    ) -> ConfigOut {
+        ConfigOut {
+            scenario: self
+                .scenario_name
+                .clone()
+                .unwrap_or_else(|| self.scenario.name().to_string()),
+            server_cores: self.server_cores,
+            mode: if self.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            connections: self.connections,
+            rate: self.rate,
+            arrival: self.rate.map(|_| self.arrival),
+            seed: None,
+            pipeline: self.pipeline,
+            warmup_s: self.warmup.as_secs_f64(),
+            duration_s,
+            timeout_s: self.timeout.as_secs_f64(),
+            threads,
+            cpus,
+            target: target.url.clone(),
+            target_name: self.target_name.clone(),
+            baseline: None,
+            baseline_name: None,
+            baseline_scenario: None,
+            pairs: None,
+            flash_sale: None,
+            mix: None,
+            catalog: None,
+            users: None,
+            decline_every: None,
+            setup_s: None,
+            websocket: None,
+            grpc: None,
+        }
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -686,61 +735,34 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|e| checkout::unreadable(&e))
     });
 
+    let duration_s = if args.slo.is_some() {
+        args.step_duration.as_secs_f64()
+    } else {
+        args.duration.as_secs_f64()
+    };
+    let config = ConfigOut {
+        seed: (args.rate.is_some() || prepared.is_some()).then_some(args.seed),
+        baseline: baseline.as_ref().map(|(b, _)| b.url.clone()),
+        baseline_name: baseline.as_ref().map(|_| baseline_name.clone()),
+        baseline_scenario: args.baseline_scenario.map(|s| s.name().to_string()),
+        pairs: baseline.as_ref().map(|_| args.pairs),
+        flash_sale: sale.clone(),
+        mix: prepared.as_ref().map(|p| p.mix.clone()),
+        catalog: prepared.as_ref().and_then(|p| p.catalog.clone()),
+        users: prepared.as_ref().map(|p| p.users.len()).filter(|n| *n > 0),
+        decline_every: prepared
+            .as_ref()
+            .filter(|p| p.mix.checks_out())
+            .map(|_| args.checkout.decline_every),
+        setup_s: prepared.as_ref().map(|p| p.setup_s),
+        ..args.config_out(&target, threads, cpus, duration_s)
+    };
     let doc = Document {
-        schema_version: report::SCHEMA_VERSION,
-        tool: "rayltics-bench",
-        tool_version: env!("CARGO_PKG_VERSION"),
-        started_at,
-        host: Host::probe(),
-        config: ConfigOut {
-            scenario: args
-                .scenario_name
-                .clone()
-                .unwrap_or_else(|| args.scenario.name().to_string()),
-            server_cores: args.server_cores,
-            mode: if args.rate.is_some() {
-                "open"
-            } else {
-                "closed"
-            },
-            connections: args.connections,
-            rate: args.rate,
-            arrival: args.rate.map(|_| args.arrival),
-            seed: (args.rate.is_some() || prepared.is_some()).then_some(args.seed),
-            pipeline: args.pipeline,
-            warmup_s: args.warmup.as_secs_f64(),
-            duration_s: if args.slo.is_some() {
-                args.step_duration.as_secs_f64()
-            } else {
-                args.duration.as_secs_f64()
-            },
-            timeout_s: args.timeout.as_secs_f64(),
-            threads,
-            cpus,
-            target: target.url.clone(),
-            target_name: args.target_name.clone(),
-            baseline: baseline.as_ref().map(|(b, _)| b.url.clone()),
-            baseline_name: baseline.as_ref().map(|_| baseline_name.clone()),
-            baseline_scenario: args.baseline_scenario.map(|s| s.name().to_string()),
-            pairs: baseline.as_ref().map(|_| args.pairs),
-            flash_sale: sale.clone(),
-            mix: prepared.as_ref().map(|p| p.mix.clone()),
-            catalog: prepared.as_ref().and_then(|p| p.catalog.clone()),
-            users: prepared.as_ref().map(|p| p.users.len()).filter(|n| *n > 0),
-            decline_every: prepared
-                .as_ref()
-                .filter(|p| p.mix.checks_out())
-                .map(|_| args.checkout.decline_every),
-            setup_s: prepared.as_ref().map(|p| p.setup_s),
-            websocket: None,
-            grpc: None,
-        },
-        runs,
         comparison,
         slo_search,
         gate,
         checkout_gate,
-        ws_check: None,
+        ..Document::new(started_at, config, runs)
     };
     report::write(&out_dir, &doc)?;
     print!("{}", report::stdout_summary(&doc, &out_dir));

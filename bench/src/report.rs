@@ -50,6 +50,51 @@ pub(crate) struct Document {
     pub(crate) ws_check: Option<crate::ws::WsCheck>,
 }
 
+impl Document {
+    /// A document of `runs` with no comparison, search or gate yet.
+    pub(crate) fn new(started_at: String, config: ConfigOut, runs: Vec<Run>) -> Self {
+        Document {
+            schema_version: SCHEMA_VERSION,
+            tool: "rayltics-bench",
+            tool_version: env!("CARGO_PKG_VERSION"),
+            started_at,
+            host: Host::probe(),
+            config,
+            runs,
+            comparison: None,
+            slo_search: None,
+            gate: None,
+            checkout_gate: None,
+            ws_check: None,
+        }
+    }
+
+    /// The document of one run against the target.
+    pub(crate) fn single(started_at: String, config: ConfigOut, result: RunResult) -> Self {
+        let run = Run {
+            name: config.target_name.clone(),
+            role: "target",
+            pair: None,
+            result,
+        };
+        Self::new(started_at, config, vec![run])
+    }
+}
+
+/// Now as the report's `started_at`, and the results directory: `out`, or
+/// `target/bench-results/<UTC stamp>`.
+pub(crate) fn started_now(out: Option<&Path>) -> (String, std::path::PathBuf) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (started_at, stamp) = utc_stamps(unix);
+    let dir = out.map_or_else(
+        || std::path::PathBuf::from("target/bench-results").join(&stamp),
+        Path::to_path_buf,
+    );
+    (started_at, dir)
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct Host {
     pub(crate) hostname: String,

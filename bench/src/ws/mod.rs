@@ -40,7 +40,7 @@ use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::report::{self, ConfigOut, Document, Host, Run};
+use crate::report::{self, ConfigOut, Document};
 use crate::stats::{
     Errors, Latency, RunResult, Second, SendLag, ThreadUsage, new_histogram, round3,
 };
@@ -925,75 +925,30 @@ pub(crate) fn run(args: &RunArgs, target: &Target) -> anyhow::Result<()> {
         grpc: None,
     };
 
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (started_at, stamp) = report::utc_stamps(unix);
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("target/bench-results").join(&stamp));
-    let doc = Document {
-        schema_version: report::SCHEMA_VERSION,
-        tool: "rayltics-bench",
-        tool_version: env!("CARGO_PKG_VERSION"),
-        started_at,
-        host: Host::probe(),
-        config: ConfigOut {
-            scenario: args
-                .scenario_name
-                .clone()
-                .unwrap_or_else(|| args.scenario.name().to_string()),
-            server_cores: args.server_cores,
-            mode: match kind {
-                Kind::Idle => "idle",
-                Kind::Fanout => "open",
-            },
-            connections,
-            rate: args.rate,
-            arrival: args.rate.map(|_| args.arrival),
-            seed: None,
-            pipeline: 1,
-            warmup_s: warmup_ns as f64 / 1e9,
-            duration_s: window,
-            timeout_s: args.timeout.as_secs_f64(),
-            threads,
-            cpus,
-            target: target.url.clone(),
-            target_name: args.target_name.clone(),
-            baseline: None,
-            baseline_name: None,
-            baseline_scenario: None,
-            pairs: None,
-            flash_sale: None,
-            mix: None,
-            catalog: None,
-            users: Some(users.len()),
-            decline_every: None,
-            setup_s: Some(setup_s),
-            websocket: Some(WsConfig {
-                rooms: (kind == Kind::Fanout).then_some(args.ws.rooms),
-                members_per_room: (kind == Kind::Fanout).then_some(args.ws.members),
-                senders_per_room: (kind == Kind::Fanout).then_some(args.ws.senders),
-                node_pid: pid,
-                settle_s: args.ws.settle.as_secs_f64(),
-                connect_concurrency: args.ws.connect_concurrency,
-                spin_us: round3(args.spin.as_secs_f64() * 1e6),
-            }),
-            grpc: None,
+    let (started_at, out_dir) = report::started_now(args.out.as_deref());
+    let config = ConfigOut {
+        mode: match kind {
+            Kind::Idle => "idle",
+            Kind::Fanout => "open",
         },
-        runs: vec![Run {
-            name: args.target_name.clone(),
-            role: "target",
-            pair: None,
-            result,
-        }],
-        comparison: None,
-        slo_search: None,
-        gate: None,
-        checkout_gate: None,
-        ws_check: Some(check),
+        connections,
+        pipeline: 1,
+        warmup_s: warmup_ns as f64 / 1e9,
+        users: Some(users.len()),
+        setup_s: Some(setup_s),
+        websocket: Some(WsConfig {
+            rooms: (kind == Kind::Fanout).then_some(args.ws.rooms),
+            members_per_room: (kind == Kind::Fanout).then_some(args.ws.members),
+            senders_per_room: (kind == Kind::Fanout).then_some(args.ws.senders),
+            node_pid: pid,
+            settle_s: args.ws.settle.as_secs_f64(),
+            connect_concurrency: args.ws.connect_concurrency,
+            spin_us: round3(args.spin.as_secs_f64() * 1e6),
+        }),
+        ..args.config_out(target, threads, cpus, window)
     };
+    let mut doc = Document::single(started_at, config, result);
+    doc.ws_check = Some(check);
     report::write(&out_dir, &doc)?;
     print!("{}", report::stdout_summary(&doc, &out_dir));
     if let Some(ch) = doc.ws_check.as_ref().filter(|c| !c.passed) {
