@@ -313,7 +313,7 @@ rate = int(RATE) if RATE == int(RATE) else RATE
 results = []
 rb_a = tool(run_rb, "rayltics-bench", NODE, rate, CONNS, [])
 oha_b = tool(run_oha, "oha", NODE, rate, CONNS, ["--worker-threads", "1"])
-agreed = summary("agreed", pairs(f"agreed configuration: {rate} req/s, {CONNS} connections, "
+agreed = summary("agreed", pairs(f"agreed configuration: {rate} req/s, {CONNS} connection(s), "
                                  f"{WARMUP} s warm-up + {DURATION} s", int(E["PAIRS"]), rb_a, oha_b))
 results.append(agreed)
 
@@ -348,7 +348,7 @@ json.dump(dict(rate=rate, connections=CONNS, warmup_s=WARMUP, duration_s=DURATIO
 m = agreed["ratios"]
 ok = abs(m["p50"] - 1) <= TOL and abs(m["p99"] - 1) <= TOL
 noisy = sum(1 for x, _ in agreed["runs"] if x["noisy"])
-print(f"\n== agreed configuration ({rate} req/s, {CONNS} connections): oha / rayltics-bench "
+print(f"\n== agreed configuration ({rate} req/s, {CONNS} connection(s)): oha / rayltics-bench "
       f"p50 x{m['p50']:.3f}  p90 x{m['p90']:.3f}  p99 x{m['p99']:.3f}  (tolerance {TOL:.0%}"
       f"{f', {noisy} noisy pair(s)' if noisy else ''}): {'AGREE' if ok else 'DISAGREE'}")
 sys.exit(0 if ok else 1)
