@@ -56,19 +56,9 @@ RAYLTICS_BIN="${RAYLTICS_BIN:-$CARGO_TARGET_DIR/release/rayltics}"
 BENCH_BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/release/rayltics-bench}"
 OUT="${OUT:-target/bench-results/chat-$(date -u +%Y%m%dT%H%M%SZ)}"
 
-say() { printf 'chat: %s\n' "$*" >&2; }
-die() { say "$*"; exit 1; }
-
-command -v taskset >/dev/null || die "taskset is missing (apt-get install util-linux)"
-command -v curl >/dev/null || die "curl is missing (apt-get install curl)"
-command -v python3 >/dev/null || die "python3 is missing"
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    say "building release binaries into $CARGO_TARGET_DIR"
-    cargo build --release --locked -p rayltics -p rayltics-bench
-fi
-for bin in "$RAYLTICS_BIN" "$BENCH_BIN"; do
-    [ -x "$bin" ] || die "$bin is missing (build it, or unset SKIP_BUILD)"
-done
+# shellcheck source=lib/prelude.sh
+. bench/scripts/lib/prelude.sh
+bench_prelude chat
 # Both the node and the generator hold IDLE_CONNS sockets.
 ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -gt $((IDLE_CONNS + 200)) ] \
