@@ -14,6 +14,9 @@
 # within the node's default 50 frames/s per connection) whose delivery check
 # must pass. Then gRPC: grpc-who-owns (every answer checked against the
 # node's /debug/shards/{key}) and grpc-health, 2 s each, with traffic and no
+# errors. Then bench/scripts/storage.sh in a smoke mode (one 1 s flash-sale
+# run on a node with storage = "postgres" and one on the journal, its own
+# PostgreSQL from infra/local, wiped after): both gates must pass, with no
 # errors. Uses the debug binaries of the current build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -224,3 +227,17 @@ print(f"bench-smoke: grpc-who-owns: {g['checked_against_reference']} answers che
 PY
 grep -q '## gRPC' "$work/grpc-who-owns/summary.md" \
   || { echo "bench-smoke: no gRPC section in summary.md" >&2; exit 1; }
+
+# Flash sale on the PostgreSQL store next to the journal (issue 6's
+# measurement script, kept running): its own PostgreSQL (infra/local, test
+# settings, wiped at the end), 16 connections, one 1 s run per node; the
+# script fails on a failed gate, an error answer or a dead node.
+if compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then
+  SKIP_BUILD=1 RAYLTICS_BIN="$bin/rayltics" BENCH_BIN="$bin/rayltics-bench" PAIRS=1 CONNS=16 \
+    DURATION=1s WARMUP=500ms PAUSE=0 SETTLE_MAX=5 PG_DURABLE=0 BENCH_INFRA_DIR=/tmp/rayltics-smoke-infra \
+    BENCH_PG_PORT=55453 WIPE_PG=1 OUT="$work/storage" bash bench/scripts/storage.sh >/dev/null 2>"$work/storage.err" \
+    || { cat "$work/storage.err" >&2; echo "bench-smoke: bench/scripts/storage.sh failed" >&2; exit 1; }
+  echo "bench-smoke: storage: $(grep '^median ratio' "$work/storage/summary.txt")"
+else
+  echo "bench-smoke: storage: skipped (PostgreSQL is not installed; infra/local/install.sh pg)"
+fi

@@ -14,13 +14,16 @@ export RAYLTICS_CACHE="${RAYLTICS_CACHE:-$HOME/.cache/rayltics}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RAYLTICS_CACHE/target}"
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Absolute, so tests that stop and start a backend (infra/local/down.sh pg, up.sh pg)
+# from another directory reach the same servers.
+export RAYLTICS_INFRA_DIR="${RAYLTICS_INFRA_DIR:-$PWD/target/infra}"
 
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS" >&2; }
 
 step "install"
 scripts/install.sh
 
-backends="${RAYLTICS_TEST_BACKENDS:-pg,redis,kafka,mongo}"
+backends="${RAYLTICS_TEST_BACKENDS:-pg,redis,kafka,mongo,smtp}"
 export RAYLTICS_TEST_BACKENDS="$backends"
 if [ "$backends" != "none" ]; then
   step "backends: $backends"
@@ -28,7 +31,7 @@ if [ "$backends" != "none" ]; then
   trap 'infra/local/down.sh "$backends" >/dev/null 2>&1 || true' EXIT
   infra/local/up.sh "$backends"
   # shellcheck disable=SC1091
-  source "${RAYLTICS_INFRA_DIR:-$PWD/target/infra}/env.sh"
+  source "$RAYLTICS_INFRA_DIR/env.sh"
 fi
 
 step "fmt"
@@ -39,6 +42,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
 cargo test --workspace --locked
+
+# One suite, two stores: the commerce and chat suites again, every node on PostgreSQL.
+if [ -n "${RAYLTICS_TEST_PG_URL:-}" ]; then
+  step "tests on the PostgreSQL store"
+  RAYLTICS_TEST_STORAGE=postgres cargo test -p rayltics --locked \
+    --test orders --test flash_sale --test durability --test realtime
+fi
 
 step "schemathesis"
 scripts/schemathesis.sh

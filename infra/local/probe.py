@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Protocol probe for infra/local: `probe.py kafka PORT` or `probe.py mongo PORT`.
+"""Protocol probe for infra/local: `probe.py kafka|mongo|smtp PORT`.
 
 Exit 0 when the server on 127.0.0.1:PORT answers one real request: Kafka ApiVersions v0 with
-error_code 0, or a MongoDB OP_MSG {ping: 1} with ok: 1. Standard library only.
+error_code 0, a MongoDB OP_MSG {ping: 1} with ok: 1, or an SMTP greeting 220 then EHLO 250.
+Standard library only.
 """
 import socket
 import struct
@@ -53,10 +54,33 @@ def mongo(sock):
     return at >= 0 and struct.unpack("<i", doc[at + 4 : at + 8])[0] == 1
 
 
+def smtp(sock):
+    reader = sock.makefile("rb")
+
+    def reply():
+        # The last line of a (multi-line) reply has a space after its code.
+        while True:
+            line = reader.readline(1024)
+            if not line:
+                raise EOFError("connection closed")
+            if line[3:4] != b"-":
+                return line[:3]
+
+    if reply() != b"220":
+        return False
+    sock.sendall(b"EHLO rayltics-probe\r\n")
+    ok = reply() == b"250"
+    sock.sendall(b"QUIT\r\n")
+    return ok
+
+
+CHECKS = {"kafka": kafka, "mongo": mongo, "smtp": smtp}
+
+
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("kafka", "mongo"):
-        sys.exit("usage: probe.py kafka|mongo PORT")
-    check = kafka if sys.argv[1] == "kafka" else mongo
+    if len(sys.argv) != 3 or sys.argv[1] not in CHECKS:
+        sys.exit("usage: probe.py kafka|mongo|smtp PORT")
+    check = CHECKS[sys.argv[1]]
     try:
         with socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=3) as sock:
             ok = check(sock)

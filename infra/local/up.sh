@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the local test backends that are not already up, on 127.0.0.1, then write and print
-# $RAYLTICS_INFRA_DIR/env.sh. Usage: infra/local/up.sh [pg,redis,kafka,mongo]   (default: all)
+# $RAYLTICS_INFRA_DIR/env.sh. Usage: infra/local/up.sh [pg,redis,kafka,mongo,smtp]   (default: all)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=lib.sh
@@ -158,11 +158,36 @@ up_mongo() {
   log "mongo: up on 127.0.0.1:$port"
 }
 
+smtp_ready() { tcp_open "$1" && probe smtp "$1"; }
+
+up_smtp() {
+  local port="$RAYLTICS_SMTP_PORT" dir pidf logf
+  dir="$(backend_dir smtp)" pidf="$(backend_dir smtp)/aiosmtpd.pid" logf="$(backend_dir smtp)/aiosmtpd.log"
+  [[ -x "$SMTP_VENV/bin/python" ]] || die "smtp: aiosmtpd missing; run infra/local/install.sh smtp"
+  if already_up smtp "$pidf" aiosmtpd "$port"; then
+    wait_ready smtp "$logf" "$pidf" smtp_ready "$port"
+    log "smtp: already up on 127.0.0.1:$port"
+    return 0
+  fi
+  require_free smtp "$port"
+  mkdir -p "$dir"
+  echo "$port" >"$dir/port"
+  log "smtp: starting aiosmtpd on 127.0.0.1:$port (every mail kept in the maildir $dir/maildir)"
+  rm -f "$pidf"
+  # -n: no setuid to nobody; the Mailbox handler adds X-MailFrom / X-RcptTo headers to what it stores.
+  spawn "$pidf" "$logf" "$SMTP_VENV/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" \
+    -c aiosmtpd.handlers.Mailbox "$dir/maildir"
+  wait_ready smtp "$logf" "$pidf" smtp_ready "$port"
+  log "smtp: up on 127.0.0.1:$port"
+}
+
 # env.sh lists every backend of ours that runs now, with the port it runs on.
 write_env() {
   local envf="$RAYLTICS_INFRA_DIR/env.sh" p
   {
     echo "# Written by infra/local/up.sh: source it before running the tests."
+    # Tests that stop and start a backend (down.sh / up.sh) find this infra dir and its ports here.
+    echo "export RAYLTICS_INFRA_DIR=$RAYLTICS_INFRA_DIR"
     if pg_bin && pg_running "$(backend_dir pg)/data"; then
       p="$(sed -n 4p "$(backend_dir pg)/data/postmaster.pid")"
       echo "export RAYLTICS_TEST_PG_URL=postgres://postgres@127.0.0.1:$p/rayltics"
@@ -172,9 +197,16 @@ write_env() {
     fi
     if pid_alive "$(backend_dir kafka)/tansu.pid" tansu; then
       echo "export RAYLTICS_TEST_KAFKA_BROKERS=127.0.0.1:$(cat "$(backend_dir kafka)/port")"
+      echo "export RAYLTICS_KAFKA_PORT=$(cat "$(backend_dir kafka)/port")"
     fi
     if pid_alive "$(backend_dir mongo)/secantusd.pid" secantusd; then
       echo "export RAYLTICS_TEST_MONGO_URL=mongodb://127.0.0.1:$(cat "$(backend_dir mongo)/port")"
+      echo "export RAYLTICS_MONGO_PORT=$(cat "$(backend_dir mongo)/port")"
+    fi
+    if pid_alive "$(backend_dir smtp)/aiosmtpd.pid" aiosmtpd; then
+      echo "export RAYLTICS_TEST_SMTP_ADDR=127.0.0.1:$(cat "$(backend_dir smtp)/port")"
+      echo "export RAYLTICS_SMTP_PORT=$(cat "$(backend_dir smtp)/port")"
+      echo "export RAYLTICS_TEST_SMTP_MAILDIR=$(backend_dir smtp)/maildir"
     fi
   } >"$envf.tmp"
   mv -f "$envf.tmp" "$envf"

@@ -81,6 +81,43 @@ pub enum Error {
     /// `Journal::flusher`).
     #[error("journal commit awaited but no flusher task is running for this journal")]
     NoFlusher,
+    /// A PostgreSQL operation failed (the URL is shown without its
+    /// password).
+    #[error("PostgreSQL {op} failed ({url}): {source}")]
+    Postgres {
+        /// What was being done (`"connect"`, `"recover"`, `"commit"`, ...).
+        op: &'static str,
+        /// The server's URL, password removed.
+        url: String,
+        /// What sqlx reported.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Embedded migrations could not be applied.
+    #[error("PostgreSQL migrations failed ({url}): {source}")]
+    Migrate {
+        /// The server's URL, password removed.
+        url: String,
+        /// What the migrator reported.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A PostgreSQL row of the journal is damaged or inconsistent (a frame
+    /// fails its checksum, a gap between batches). Start-up stops here.
+    #[error(
+        "journal corrupt in PostgreSQL: {what}: {reason}. Acknowledged data cannot be read past \
+         this point, so the shard refuses to start; restore the schema from a backup"
+    )]
+    CorruptRow {
+        /// Which row (table, shard, key).
+        what: String,
+        /// What exactly is wrong.
+        reason: String,
+    },
+    /// Another writer holds this shard's rows (another process with the same
+    /// schema), or stored a different batch under the same sequence numbers.
+    #[error("journal conflict in PostgreSQL: {0}")]
+    Conflict(String),
     /// The journal was closed.
     #[error("journal is closed")]
     Closed,

@@ -35,10 +35,11 @@ use rkyv::util::AlignedVec;
 use slab::Slab;
 
 use crate::frame;
-use crate::options::JournalOptions;
+use crate::options::{JournalOptions, Medium, PgOptions};
+use crate::pg;
 use crate::recovery::{self, Recovered};
 use crate::stats::{JournalStats, StatsView};
-use crate::writer::{self, Cmd, Writer};
+use crate::writer::{Cmd, Writer};
 use crate::{Error, Seq, dir, snapshot};
 
 /// Records the journal can encode: anything rkyv can serialize with its
@@ -88,6 +89,9 @@ struct Inner {
     tx: RefCell<Option<Sender<Cmd>>>,
     writer: RefCell<Option<JoinHandle<()>>>,
     stats: Arc<JournalStats>,
+    /// Set when the journal stops: a writer retrying an unreachable medium
+    /// gives up instead of holding the shutdown.
+    closing: Arc<std::sync::atomic::AtomicBool>,
     dir: PathBuf,
     shard: usize,
     opts: JournalOptions,
@@ -163,34 +167,91 @@ impl<R> Journal<R> {
         let dir = dir::shard_dir(root.as_ref(), shard);
         dir::create(&dir)?;
         let lock = dir::lock(&dir)?;
-        let outcome = recovery::recover::<R>(&dir)?;
         let stats = Arc::new(JournalStats::default());
-        let writer = Writer::new(
-            dir.clone(),
-            opts.sync,
-            opts.segment_size,
-            stats.clone(),
-            lock,
-            outcome.segments,
-            outcome.snapshot_seq,
-            outcome.next_seq,
-        )?;
+        let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let unpin = opts.unpin_threads;
-        let handle = thread::Builder::new()
-            .name(format!("journal-{shard}"))
-            .spawn(move || {
-                if unpin {
-                    writer::unpin_current_thread();
-                }
-                writer.run(rx);
-            })
-            .map_err(|e| Error::io("spawn writer thread for", &dir, e))?;
-        let last = outcome.next_seq - 1;
+        let spawn = |name: String, body: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    if unpin {
+                        crate::threads::leave_shard_core();
+                    }
+                    body();
+                })
+                .map_err(|e| Error::io("spawn writer thread for", &dir, e))
+        };
+        let (handle, recovered, snapshot_seq, next_seq) = match &opts.medium {
+            Medium::Files => {
+                let outcome = recovery::recover::<R>(&dir)?;
+                let writer = Writer::new(
+                    dir.clone(),
+                    opts.sync,
+                    opts.segment_size,
+                    stats.clone(),
+                    lock,
+                    outcome.segments,
+                    outcome.snapshot_seq,
+                    outcome.next_seq,
+                )?;
+                let handle = spawn(format!("journal-{shard}"), Box::new(move || writer.run(rx)))?;
+                (
+                    handle,
+                    outcome.recovered,
+                    outcome.snapshot_seq,
+                    outcome.next_seq,
+                )
+            }
+            Medium::Postgres(pg_opts) => {
+                let writer = pg::writer::PgWriter::new(
+                    pg_opts.clone(),
+                    shard,
+                    stats.clone(),
+                    closing.clone(),
+                    lock,
+                    dir.clone(),
+                );
+                let (init_tx, init_rx) = mpsc::sync_channel(1);
+                let pg_opts = pg_opts.clone();
+                let handle = spawn(
+                    format!("journal-pg-{shard}"),
+                    Box::new(move || {
+                        let rt = match pg::runtime(&pg_opts) {
+                            Ok(rt) => rt,
+                            Err(e) => {
+                                let _ = init_tx.send(Err(e));
+                                return;
+                            }
+                        };
+                        let mut writer = writer;
+                        match rt.block_on(writer.start()) {
+                            Ok(loaded) => {
+                                if init_tx.send(Ok(loaded)).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = init_tx.send(Err(e));
+                                return;
+                            }
+                        }
+                        writer.run(&rt, rx);
+                    }),
+                )?;
+                let loaded = match init_rx.recv() {
+                    Ok(r) => r?,
+                    Err(_) => return Err(Error::Closed),
+                };
+                let (snapshot_seq, next_seq) = (loaded.snapshot_seq, loaded.next_seq);
+                (handle, loaded.into_recovered(), snapshot_seq, next_seq)
+            }
+        };
+        let last = next_seq - 1;
         let st = State {
             buf: Vec::with_capacity(opts.batch_capacity),
             spare: Vec::new(),
-            next_seq: outcome.next_seq,
+            next_seq,
             handed_off: last,
             durable: last,
             wanted: last,
@@ -200,7 +261,7 @@ impl<R> Journal<R> {
             flusher_gen: 0,
             failed: None,
             closed: false,
-            snapshot_seq: outcome.snapshot_seq,
+            snapshot_seq,
             snapshot_busy: Arc::default(),
         };
         let inner = Rc::new(Inner {
@@ -208,6 +269,7 @@ impl<R> Journal<R> {
             tx: RefCell::new(Some(tx)),
             writer: RefCell::new(Some(handle)),
             stats,
+            closing,
             dir,
             shard,
             opts,
@@ -217,7 +279,7 @@ impl<R> Journal<R> {
                 inner,
                 _record: PhantomData,
             },
-            outcome.recovered,
+            recovered,
         ))
     }
 
@@ -397,13 +459,21 @@ impl<R> Journal<R> {
         let dir = self.inner.dir.clone();
         let sync = self.inner.opts.sync;
         let unpin = self.inner.opts.unpin_threads;
+        let medium = self.inner.opts.medium.clone();
+        let shard = self.inner.shard;
         let spawned = thread::Builder::new()
             .name(format!("journal-snap-{}", self.inner.shard))
             .spawn(move || {
                 if unpin {
-                    writer::unpin_current_thread();
+                    crate::threads::run_in_background();
                 }
-                match snapshot::write(&dir, seq, bytes.as_ref(), sync) {
+                let written = match &medium {
+                    Medium::Files => snapshot::write(&dir, seq, bytes.as_ref(), sync),
+                    Medium::Postgres(pg_opts) => {
+                        pg::write_snapshot(pg_opts, shard, seq, bytes.as_ref())
+                    }
+                };
+                match written {
                     Ok(()) => {
                         if let Err(mpsc::SendError(Cmd::Truncate { done, .. })) =
                             tx.send(Cmd::Truncate { seq, done })
@@ -458,9 +528,47 @@ impl<R> Journal<R> {
         self.inner.stats.view()
     }
 
-    /// The shard's journal directory.
+    /// The shard's journal directory (segments and snapshots on the file
+    /// medium; only the lock file on PostgreSQL).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The medium batches go to.
+    pub fn medium(&self) -> &Medium {
+        &self.inner.opts.medium
+    }
+
+    /// Whether the medium takes writes now: false after a write failure on
+    /// files (the journal is poisoned) and while PostgreSQL is unreachable
+    /// (the writer retries; new changes should be refused until it is back).
+    pub fn available(&self) -> bool {
+        self.inner.st.borrow().failed.is_none()
+            && self
+                .inner
+                .stats
+                .available
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How long callers should wait for a commit before answering
+    /// "unavailable" (PostgreSQL's `commit_timeout`); `None` on files, where
+    /// a commit either completes or fails.
+    pub fn commit_timeout(&self) -> Option<std::time::Duration> {
+        match &self.inner.opts.medium {
+            Medium::Files => None,
+            Medium::Postgres(o) => Some(o.commit_timeout),
+        }
+    }
+
+    /// A reader of this journal's durable records, for another thread (see
+    /// [`DurableReader::read`]).
+    pub fn durable_reader(&self) -> DurableReader {
+        DurableReader {
+            dir: self.inner.dir.clone(),
+            shard: self.inner.shard,
+            medium: self.inner.opts.medium.clone(),
+        }
     }
 
     /// Commits everything appended, stops the flusher and the writer thread
@@ -556,9 +664,11 @@ impl Inner {
         }
     }
 
-    /// Stops the writer thread (after it finishes what it was sent) and
-    /// waits for it.
+    /// Stops the writer thread (after it finishes what it was sent, or gives
+    /// up on a medium that stays unreachable) and waits for it.
     fn shutdown(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         drop(self.tx.borrow_mut().take());
         if let Some(handle) = self.writer.borrow_mut().take()
             && handle.join().is_err()
@@ -762,4 +872,45 @@ impl Future for SnapshotWrite {
             Err(e) => Poll::Ready(Err(e.take().map_or(Error::Closed, |e| *e))),
         }
     }
+}
+
+/// Reads a journal's durable records from any thread, whatever its medium
+/// (see [`Journal::durable_reader`]).
+#[derive(Debug, Clone)]
+pub struct DurableReader {
+    dir: PathBuf,
+    shard: usize,
+    medium: Medium,
+}
+
+impl DurableReader {
+    /// The latest snapshot and the records after it up to and including
+    /// `upto`, which must be durable (at most
+    /// [`Journal::durable_seq`]); nothing is changed. For building a
+    /// snapshot off the shard thread while the journal keeps appending (see
+    /// [`read_durable`](crate::read_durable)). On PostgreSQL it opens its
+    /// own connection and reads in one repeatable-read transaction; call it
+    /// from a plain thread, not from inside a tokio runtime.
+    pub fn read<R>(&self, upto: Seq) -> Result<Recovered<R>, Error> {
+        match &self.medium {
+            Medium::Files => recovery::read_durable(&self.dir, upto),
+            Medium::Postgres(opts) => read_durable_pg(opts, self.shard, upto),
+        }
+    }
+}
+
+fn read_durable_pg<R>(opts: &PgOptions, shard: usize, upto: Seq) -> Result<Recovered<R>, Error> {
+    use sqlx::Connection;
+    let loaded = pg::block_on(opts, async {
+        let mut conn = pg::connect(opts).await?;
+        let mut tx = conn
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| pg::pg_error(opts, "read the journal from", e))?;
+        let loaded = pg::load::load(opts, &mut tx, shard, Some(upto)).await?;
+        let _ = tx.commit().await;
+        let _ = conn.close().await;
+        Ok(loaded)
+    })?;
+    Ok(loaded.into_recovered())
 }

@@ -8,18 +8,29 @@
 //! Periodic snapshots bound recovery time and let old segments go; start-up
 //! recovery loads the latest snapshot and replays the records after it.
 //!
+//! Batches go to one of two media ([`Medium`]): segment files in the data
+//! directory (the embedded default), or PostgreSQL, where one batch is one
+//! transaction (with the caller's outbox rows) and an outage is retried
+//! rather than fatal (see [`pg`]).
+//!
 //! # Layout
 //! - [`journal`](Journal): the shard-side handle: `append` (encode into the
 //!   current batch), `commit` (await durability), the [`Flusher`] task that
 //!   hands batches to the writer thread, snapshots, `close`.
 //! - `writer`: the writer thread: one write + fdatasync per batch, segment
 //!   rotation, removal of what a snapshot covers, poisoning on I/O errors.
+//! - [`pg`]: the PostgreSQL medium: its writer thread (tokio current-thread
+//!   runtime + one connection, retries with backoff), recovery and durable
+//!   reads from rows, [`pg::migrate`] (embedded `journal/migrations`).
 //! - `recovery`: [`Recovered`] and the start-up scan: snapshot + segments,
 //!   torn-tail truncation, [`Error::Corrupt`] for damage before the tail.
 //! - `frame`: the record frame `[crc32c][len|flags][seq][payload][pad]`.
 //! - [`Snapshot`]: the snapshot file format.
 //! - `dir`: file names, directory listing, locking, directory fsync.
-//! - [`JournalOptions`], [`JournalStats`], [`Error`].
+//! - [`threads`]: helper threads leave the shard's core; snapshot threads
+//!   also drop to the lowest priority.
+//! - [`JournalOptions`] (with [`Medium`], [`PgOptions`], [`Outbox`]),
+//!   [`JournalStats`], [`Error`], [`DurableReader`].
 //!
 //! # Use on a shard
 //! ```no_run
@@ -47,22 +58,29 @@
 //! `DIR/shard-{id}/snapshot-{seq:020}.snap`; a snapshot at seq S contains the
 //! effect of records `1..=S`, and segments whose records are all `<= S` are
 //! removed once it is durable.
+//!
+//! # In PostgreSQL
+//! Tables `journal_batches(shard, first_seq, last_seq, frames)`,
+//! `snapshots(shard, seq, bytes, checksum)` and `outbox(...)` in the node's
+//! schema; `frames` holds exactly the bytes a segment would.
 
 mod dir;
 mod error;
 mod frame;
 mod journal;
 mod options;
+pub mod pg;
 mod recovery;
 mod snapshot;
 mod stats;
+pub mod threads;
 mod writer;
 
 pub use dir::shard_dir;
 pub use error::Error;
 pub use frame::MAX_PAYLOAD;
-pub use journal::{Commit, Encode, Flusher, Journal, SnapshotWrite};
-pub use options::JournalOptions;
+pub use journal::{Commit, DurableReader, Encode, Flusher, Journal, SnapshotWrite};
+pub use options::{JournalOptions, Medium, Outbox, OutboxEntry, OutboxRow, PgOptions};
 pub use recovery::{Record, Records, Recovered, TornTail, read_durable};
 pub use snapshot::Snapshot;
 pub use stats::{JournalStats, StatsView};

@@ -68,6 +68,37 @@ pub struct TornTail {
 }
 
 impl<R> Recovered<R> {
+    /// What a medium other than segment files read: `frames` holds the
+    /// verified frames of records `first_seq..first_seq + records`, back to
+    /// back.
+    pub(crate) fn from_buffer(
+        snapshot: Option<Snapshot>,
+        frames: AlignedVec,
+        first_seq: Seq,
+        records: usize,
+        next_seq: Seq,
+    ) -> Self {
+        let end = frames.len();
+        let views = if records == 0 {
+            Vec::new()
+        } else {
+            vec![View {
+                buf: frames,
+                start: 0,
+                end,
+                first_seq,
+            }]
+        };
+        Recovered {
+            snapshot,
+            views,
+            records,
+            next_seq,
+            torn: None,
+            _record: PhantomData,
+        }
+    }
+
     /// The latest snapshot, if one was written.
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()

@@ -1,12 +1,23 @@
 //! Journal counters, for `/metrics` and for tests that count fdatasyncs.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters of one journal. Each field has a single writer (the shard thread
 /// or the journal's writer thread, as noted), so updates are a relaxed load +
 /// store; any thread may read them.
-#[derive(Debug, Default)]
+///
+/// On the PostgreSQL medium, `writes` counts batch transactions,
+/// `bytes_written` their frame bytes, `fdatasyncs` and `fdatasync_micros`
+/// the commits and the time each batch took from its first attempt to its
+/// commit, so batch size and flush latency read the same for both media.
+#[derive(Debug)]
 pub struct JournalStats {
+    /// False while the medium cannot take writes (PostgreSQL unreachable and
+    /// the writer retrying); true otherwise (writer thread).
+    pub available: AtomicBool,
+    /// Failed attempts to write a batch or to reconnect that were retried
+    /// (writer thread; PostgreSQL only).
+    pub retries: AtomicU64,
     /// Records appended (shard thread).
     pub appended: AtomicU64,
     /// Batches handed to the writer thread (shard thread).
@@ -28,9 +39,31 @@ pub struct JournalStats {
     pub snapshots: AtomicU64,
 }
 
+impl Default for JournalStats {
+    fn default() -> Self {
+        JournalStats {
+            available: AtomicBool::new(true),
+            retries: AtomicU64::new(0),
+            appended: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            fdatasyncs: AtomicU64::new(0),
+            fdatasync_micros: AtomicU64::new(0),
+            segments_created: AtomicU64::new(0),
+            segments_removed: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+        }
+    }
+}
+
 /// A copy of [`JournalStats`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsView {
+    /// See [`JournalStats::available`].
+    pub available: bool,
+    /// See [`JournalStats::retries`].
+    pub retries: u64,
     /// See [`JournalStats::appended`].
     pub appended: u64,
     /// See [`JournalStats::batches`].
@@ -62,6 +95,8 @@ impl JournalStats {
     pub fn view(&self) -> StatsView {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsView {
+            available: self.available.load(Ordering::Relaxed),
+            retries: g(&self.retries),
             appended: g(&self.appended),
             batches: g(&self.batches),
             writes: g(&self.writes),

@@ -244,17 +244,3 @@ impl Writer {
         Ok(())
     }
 }
-
-/// Lets the calling thread run on every CPU the process may use (the main
-/// thread's affinity) instead of the single core its creator was pinned to.
-pub(crate) fn unpin_current_thread() {
-    // SAFETY: `cpu_set_t` is plain data, valid when zeroed; both calls get a
-    // pointer to it and its exact size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        if libc::sched_getaffinity(libc::getpid(), size, &mut set) == 0 {
-            libc::sched_setaffinity(0, size, &set);
-        }
-    }
-}

@@ -45,7 +45,7 @@ fn main() {
         .unwrap_or(2.0);
     let cores = RuntimeOptions::available_cores();
     let (inboxes, _rx) = ShardInboxes::new(2);
-    let sidecar = Sidecar::start("127.0.0.1:0".parse().unwrap(), inboxes).expect("sidecar");
+    let sidecar = Sidecar::start("127.0.0.1:0".parse().unwrap(), inboxes, None).expect("sidecar");
     let handle = sidecar.handle();
 
     let mut rows = Vec::new();
@@ -117,7 +117,7 @@ fn run(
     };
     let duration = Duration::from_secs_f64(secs);
     let threads = spawn_shards(&options, per_shard, move |id, (endpoint, tx, sidecar)| {
-        let state = commerce.open_shard(id, 2).expect("shard state");
+        let state = commerce.open_shard(id, 2, None).expect("shard state");
         async move {
             let state = Rc::new(state);
             let router = ShardRouter::start(endpoint, state.clone()).expect("router");

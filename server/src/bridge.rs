@@ -21,6 +21,18 @@ pub enum SidecarCall {
         /// Where the answer goes.
         reply: oneshot::Sender<Instant>,
     },
+    /// Up to `limit` of `room`'s archived messages with seq < `before`,
+    /// oldest first, from the chat archive in MongoDB.
+    ChatHistory {
+        /// Room.
+        room: String,
+        /// Exclusive upper seq.
+        before: u64,
+        /// Most messages.
+        limit: usize,
+        /// The messages, or why not.
+        reply: oneshot::Sender<Result<Vec<rayltics_commerce::model::ChatMessageRec>, String>>,
+    },
 }
 
 /// A call from the sidecar (gRPC handlers) into a shard.
@@ -42,6 +54,25 @@ pub enum ShardCall {
         max: usize,
         /// The page.
         reply: oneshot::Sender<crate::events::LogPage>,
+    },
+    /// The outbox relay's long poll: the receiving shard answers once its
+    /// log holds an event after `after` (or after its published offset when
+    /// `None`), and only with events that are durable.
+    ReadOutbox {
+        /// Exclusive start offset; `None`: the shard's published offset.
+        after: Option<u64>,
+        /// Most events.
+        max: usize,
+        /// The page, or why the shard cannot answer (journal failure).
+        reply: oneshot::Sender<Result<crate::relay::OutboxPage, String>>,
+    },
+    /// The outbox relay had every event up to `upto` acknowledged by the
+    /// broker: the shard commits `Change::EventsPublished`.
+    MarkPublished {
+        /// Last acknowledged offset (inclusive).
+        upto: u64,
+        /// Answered once the mark is durable.
+        reply: oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -90,6 +121,26 @@ impl SidecarHandle {
     /// Wraps the sidecar's inbox.
     pub fn new(tx: mpsc::UnboundedSender<SidecarCall>) -> Self {
         Self { tx }
+    }
+
+    /// Up to `limit` of `room`'s messages before seq `before` from the chat
+    /// archive in MongoDB, oldest first.
+    pub async fn chat_history(
+        &self,
+        room: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<rayltics_commerce::model::ChatMessageRec>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(SidecarCall::ChatHistory {
+                room: room.to_owned(),
+                before,
+                limit,
+                reply,
+            })
+            .map_err(|_| "the sidecar has stopped".to_owned())?;
+        rx.await.map_err(|_| "the sidecar has stopped".to_owned())?
     }
 
     /// Shard -> sidecar -> shard round trip; `None` if the sidecar stopped.

@@ -13,7 +13,6 @@ use anyhow::Context;
 use rayltics_commerce::auth::{Argon2Params, PasswordHasher, RateLimiter, TokenCache, TokenKeys};
 use rayltics_commerce::model::{ROLE_ADMIN, UserRec};
 use rayltics_commerce::{Clock, Store};
-use rayltics_journal::JournalOptions;
 use rayltics_shards::ShardId;
 
 use crate::config::Config;
@@ -95,13 +94,10 @@ impl CommerceShared {
         self: &Arc<Self>,
         id: ShardId,
         shard_count: usize,
+        chat_archive: Option<crate::bridge::SidecarHandle>,
     ) -> anyhow::Result<ShardState> {
         let j = &self.config.journal;
-        let opts = JournalOptions {
-            sync: j.fsync,
-            segment_size: j.segment_bytes,
-            ..JournalOptions::default()
-        };
+        let opts = self.config.journal_options();
         let (store, report) =
             Store::open(&self.config.data_dir, id, opts, j.snapshot_every_records)
                 .with_context(|| format!("shard {id}: cannot recover its journal"))?;
@@ -129,6 +125,7 @@ impl CommerceShared {
             in_flight: RefCell::new(HashSet::new()),
             router: RefCell::new(None),
             realtime: Default::default(),
+            chat_archive,
         })
     }
 }

@@ -40,18 +40,29 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `tracing` filter directive, e.g. `info` or `rayltics=debug,info`.
     pub log_level: String,
+    /// Where shards make their changes durable: `journal` (embedded, files
+    /// under `data_dir`) or `postgres` (the `[postgres]` section).
+    pub storage: Storage,
     /// Shard runtime tuning.
     pub runtime: RuntimeConfig,
     /// HTTP edge limits and timeouts.
     pub http: HttpConfig,
     /// Graceful stop.
     pub shutdown: ShutdownConfig,
-    /// The embedded store (per-shard journals).
+    /// The embedded store (per-shard journals); `snapshot_every_records`
+    /// applies to both stores.
     pub journal: JournalConfig,
+    /// The PostgreSQL store (`storage = "postgres"`).
+    pub postgres: PostgresConfig,
     /// Auth, orders and flash sales.
     pub commerce: CommerceConfig,
     /// WebSocket chat and notifications.
     pub realtime: RealtimeConfig,
+    /// The outbox relay to Kafka (off while `kafka.brokers` is empty).
+    pub kafka: crate::relay::KafkaConfig,
+    /// The workers role (email sender, chat persister): Kafka consumer
+    /// groups; `workers.kafka_brokers` defaults to `kafka.brokers`.
+    pub workers: rayltics_workers::WorkersConfig,
     /// Switches for tests; all off in production.
     pub debug: DebugConfig,
 }
@@ -64,6 +75,92 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line.
     Json,
+}
+
+/// Where shards make their changes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Per-shard journal files under `data_dir` (the embedded default).
+    #[default]
+    Journal,
+    /// PostgreSQL: the same batches, one transaction each, with the outbox.
+    Postgres,
+}
+
+impl Storage {
+    /// The name `/readyz` and the logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::Journal => "journal",
+            Storage::Postgres => "postgres",
+        }
+    }
+}
+
+/// The PostgreSQL store: each shard's journal batches, snapshots and outbox
+/// rows in one schema of one database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database`; required when
+    /// `storage = "postgres"` (and for `rayltics migrate`).
+    pub url: String,
+    /// Schema holding this node's tables; one per node. Created by the
+    /// migrations if missing.
+    pub schema: String,
+    /// Apply the embedded migrations at start (otherwise run `rayltics
+    /// migrate` first).
+    pub migrate_on_start: bool,
+    /// How long a request waits for its commit before answering 503
+    /// (the batch still commits once the server answers), ms.
+    pub commit_timeout_ms: u64,
+    /// Limit for one connection attempt, ms.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            schema: "rayltics".into(),
+            migrate_on_start: true,
+            commit_timeout_ms: 2000,
+            connect_timeout_ms: 5000,
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The journal's options for this server (no outbox extractor: the
+    /// commerce store installs its own).
+    pub fn pg_options(&self) -> rayltics_journal::PgOptions {
+        use std::time::Duration;
+        let mut o = rayltics_journal::PgOptions::new(&self.url, &self.schema);
+        o.commit_timeout = Duration::from_millis(self.commit_timeout_ms);
+        o.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        o
+    }
+
+    /// Checks the fields that any use of the server needs.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = self.url.trim();
+        if url.is_empty() {
+            return Err("config: postgres.url is empty; set it (RAYLTICS_POSTGRES__URL) to                         postgres://user:password@host:port/database"
+                .into());
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(format!(
+                "config: postgres.url = {:?} must start with postgres:// or postgresql://",
+                rayltics_journal::pg::redact(url)
+            ));
+        }
+        rayltics_journal::PgOptions::validate_schema(&self.schema)
+            .map_err(|e| format!("config: postgres.schema: {e}"))?;
+        positive("postgres.commit_timeout_ms", self.commit_timeout_ms)?;
+        positive("postgres.connect_timeout_ms", self.connect_timeout_ms)?;
+        Ok(())
+    }
 }
 
 /// Shard runtime tuning.
@@ -159,6 +256,10 @@ pub struct RealtimeConfig {
     pub messages_per_second: u32,
     /// Client frames per connection in a burst.
     pub message_burst: u32,
+    /// Messages each room keeps on its shard (for `history` and `join` with
+    /// `since`); older history comes from MongoDB when
+    /// `workers.chat.mongo_url` is set.
+    pub room_messages_retained: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -174,6 +275,7 @@ impl Default for RealtimeConfig {
             max_members_per_room: 100_000,
             messages_per_second: 50,
             message_burst: 100,
+            room_messages_retained: rayltics_commerce::state::ROOM_ARCHIVE_RETAINED,
         }
     }
 }
@@ -274,12 +376,16 @@ impl Default for Config {
             roles: vec!["all".into()],
             log_format: LogFormat::Pretty,
             log_level: "info".into(),
+            storage: Storage::default(),
             runtime: RuntimeConfig::default(),
             http: HttpConfig::default(),
             shutdown: ShutdownConfig::default(),
             journal: JournalConfig::default(),
+            postgres: PostgresConfig::default(),
             commerce: CommerceConfig::default(),
             realtime: RealtimeConfig::default(),
+            kafka: crate::relay::KafkaConfig::default(),
+            workers: rayltics_workers::WorkersConfig::default(),
             debug: DebugConfig::default(),
         }
     }
@@ -331,12 +437,16 @@ const ENV_KEYS: &[&str] = &[
     "roles",
     "log_format",
     "log_level",
+    "storage",
     "runtime",
     "http",
     "shutdown",
     "journal",
+    "postgres",
     "commerce",
     "realtime",
+    "kafka",
+    "workers",
     "debug",
 ];
 
@@ -470,6 +580,9 @@ impl Config {
             self.journal.snapshot_every_records,
         )?;
         positive("journal.segment_bytes", self.journal.segment_bytes)?;
+        if self.storage == Storage::Postgres {
+            self.postgres.validate()?;
+        }
         let r = &self.realtime;
         if !(126..=64 << 20).contains(&r.max_message_bytes) {
             return Err("config: realtime.max_message_bytes must be within 126..=64 MiB".into());
@@ -502,7 +615,44 @@ impl Config {
             u64::from(r.messages_per_second),
         )?;
         positive("realtime.message_burst", u64::from(r.message_burst))?;
+        positive(
+            "realtime.room_messages_retained",
+            r.room_messages_retained as u64,
+        )?;
+        self.kafka.validate()?;
+        self.workers_config()
+            .validate()
+            .map_err(|e| format!("config: {e}"))?;
         Ok(())
+    }
+
+    /// Whether this process runs `role` (listed, or `all`).
+    pub fn runs_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == "all" || r == role)
+    }
+
+    /// The workers' configuration as they run on this node: their Kafka
+    /// brokers default to the relay's, their files to `<data_dir>/workers`.
+    pub fn workers_config(&self) -> rayltics_workers::WorkersConfig {
+        let mut w = self.workers.clone().with_node_data_dir(&self.data_dir);
+        if w.kafka_brokers.is_empty() {
+            w.kafka_brokers = self.kafka.brokers.clone();
+        }
+        w
+    }
+
+    /// The shards' journal options: the configured store and its settings.
+    pub fn journal_options(&self) -> rayltics_journal::JournalOptions {
+        let j = &self.journal;
+        rayltics_journal::JournalOptions {
+            sync: j.fsync,
+            segment_size: j.segment_bytes,
+            medium: match self.storage {
+                Storage::Journal => rayltics_journal::Medium::Files,
+                Storage::Postgres => rayltics_journal::Medium::Postgres(self.postgres.pg_options()),
+            },
+            ..rayltics_journal::JournalOptions::default()
+        }
     }
 
     /// The shard count to run: `shards`, or one per available core.
@@ -597,6 +747,36 @@ mod tests {
             assert_eq!(c.shards, 4);
             assert_eq!(c.http.max_body_bytes, 5);
             assert_eq!(c.http.max_headers, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn postgres_storage_needs_a_valid_url_and_schema() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RAYLTICS_STORAGE", "postgres");
+            let err = Config::load(None, &FlagOverrides::default()).unwrap_err();
+            assert!(err.contains("postgres.url"), "{err}");
+            jail.set_env("RAYLTICS_POSTGRES__URL", "mysql://u:secret@h/db");
+            let err = Config::load(None, &FlagOverrides::default()).unwrap_err();
+            assert!(
+                err.contains("postgres://") && !err.contains("secret"),
+                "{err}"
+            );
+            jail.set_env("RAYLTICS_POSTGRES__URL", "postgres://u@h/db");
+            jail.set_env("RAYLTICS_POSTGRES__SCHEMA", "Bad-Name");
+            let err = Config::load(None, &FlagOverrides::default()).unwrap_err();
+            assert!(err.contains("postgres.schema"), "{err}");
+            jail.set_env("RAYLTICS_POSTGRES__SCHEMA", "node_a");
+            let c = Config::load(None, &FlagOverrides::default()).map_err(figment::Error::from)?;
+            assert_eq!(c.storage, Storage::Postgres);
+            let rayltics_journal::Medium::Postgres(o) = c.journal_options().medium else {
+                panic!("postgres medium expected");
+            };
+            assert_eq!(
+                (o.schema.as_str(), o.commit_timeout.as_millis()),
+                ("node_a", 2000)
+            );
             Ok(())
         });
     }

@@ -19,6 +19,8 @@
 //!   which serves gRPC (health, reflection, `rayltics.node.v1`).
 //! - [`realtime`]: WebSocket chat rooms and order notifications (`GET /ws`).
 //! - [`events`]: the embedded event log's wire format (Protobuf payloads).
+//! - [`relay`]: the outbox relay that publishes every committed event to
+//!   Kafka and marks it published once acknowledged (`[kafka]`).
 //! - [`metrics`]: Prometheus families with per-shard labels.
 //! - [`telemetry`]: the tracing subscriber.
 //!
@@ -42,7 +44,9 @@ pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod realtime;
+pub mod relay;
 pub mod service;
 pub mod shard;
 pub mod sidecar;
 pub mod telemetry;
+pub mod workers;

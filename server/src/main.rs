@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use rayltics::config::{Config, FlagOverrides, LogFormat};
+use rayltics::config::{Config, FlagOverrides, LogFormat, Storage};
 
 /// rayltics: a shard-per-core e-commerce backend node.
 #[derive(Debug, Parser)]
@@ -21,6 +21,9 @@ enum Command {
     Serve(ServeArgs),
     /// Print the effective configuration (after file, env and flags) as TOML.
     Config(ServeArgs),
+    /// Apply the embedded PostgreSQL migrations to `postgres.url` /
+    /// `postgres.schema` (creating the schema if missing), then exit.
+    Migrate(ServeArgs),
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -74,6 +77,15 @@ fn load(args: ServeArgs) -> Config {
     }
 }
 
+/// Applies the PostgreSQL migrations; on failure says why (the URL without
+/// its password) and exits 1.
+fn migrate_or_exit(config: &Config) {
+    if let Err(e) = rayltics_journal::pg::migrate(&config.postgres.pg_options()) {
+        eprintln!("rayltics: cannot prepare the PostgreSQL store: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let args = match cli.command {
@@ -82,11 +94,29 @@ fn main() {
             print!("{}", toml::to_string_pretty(&config).unwrap_or_default());
             return;
         }
+        Some(Command::Migrate(args)) => {
+            let config = load(args);
+            rayltics::telemetry::init(config.log_format, &config.log_level);
+            if let Err(e) = config.postgres.validate() {
+                eprintln!("rayltics: cannot migrate: {e}");
+                std::process::exit(2);
+            }
+            migrate_or_exit(&config);
+            println!(
+                "rayltics: migrations applied to schema {:?} at {}",
+                config.postgres.schema,
+                rayltics_journal::pg::redact(&config.postgres.url)
+            );
+            return;
+        }
         Some(Command::Serve(args)) => args,
         None => ServeArgs::default(),
     };
     let config = load(args);
     rayltics::telemetry::init(config.log_format, &config.log_level);
+    if config.storage == Storage::Postgres && config.postgres.migrate_on_start {
+        migrate_or_exit(&config);
+    }
     // Every connection is a descriptor: a node holding tens of thousands of
     // WebSockets needs more than the usual soft limit of 1024.
     match rlimit::increase_nofile_limit(u64::MAX) {

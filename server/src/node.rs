@@ -2,8 +2,10 @@
 //!
 //! Start order: data dir -> HTTP listeners (bound before anything runs, so
 //! port 0 resolves once and every shard shares it) -> mesh -> sidecar (gRPC)
-//! -> shards. Stop order is the reverse: readiness off -> shards stop
-//! accepting and drain -> sidecar stops.
+//! -> shards -> Kafka relay (when configured) -> workers (role `workers`,
+//! with Kafka brokers). Stop order is the reverse: readiness off -> relay
+//! stops (its last published mark still lands) -> shards stop accepting and
+//! drain -> workers stop -> sidecar stops.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,9 +24,11 @@ use crate::commerce::CommerceShared;
 use crate::config::Config;
 use crate::http::NodeShared;
 use crate::metrics::Metrics;
+use crate::relay::{KafkaHealth, KafkaStatus, Relay, ShardOutbox};
 use crate::service::ShardEnvelope;
 use crate::shard::{self, ShardContext, ShardInit};
 use crate::sidecar::Sidecar;
+use crate::workers::{Feed, Workers};
 
 /// A started node.
 #[derive(Debug)]
@@ -37,6 +41,9 @@ pub struct RunningNode {
     pub shards: usize,
     threads: Vec<JoinHandle<()>>,
     sidecar: Option<Sidecar>,
+    relay: Option<Relay>,
+    workers: Option<Workers>,
+    kafka: KafkaHealth,
     stop: watch::Sender<bool>,
     shared: Arc<NodeShared>,
 }
@@ -47,6 +54,16 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let shards = config.shard_count();
     check_shard_count(&config.data_dir, shards)?;
+    // Before any shard opens its store: recovery trims the event log too.
+    // Events wait in the outbox for their reader: the relay, or on the
+    // embedded default the email sender.
+    let workers_config = config.workers_config();
+    let embedded_mail = config.runs_role("workers")
+        && !config.kafka.enabled()
+        && workers_config.email.enabled
+        && workers_config.kafka_brokers.is_empty();
+    rayltics_commerce::state::set_hold_unpublished_events(config.kafka.enabled() || embedded_mail);
+    rayltics_commerce::state::set_room_messages_retained(config.realtime.room_messages_retained);
 
     let listeners = bind_reuseport(config.http_addr, shards)
         .with_context(|| format!("cannot bind http_addr {}", config.http_addr))?;
@@ -61,12 +78,27 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
     metrics.attach_mesh(endpoints[0].stats().clone());
 
     let (inboxes, inbox_rxs) = ShardInboxes::new(shards);
-    let sidecar = Sidecar::start(config.grpc_addr, inboxes)?;
+    let outboxes: Vec<ShardOutbox> = (0..shards)
+        .map(|s| ShardOutbox::new(inboxes.clone(), s))
+        .collect();
+    let worker_outboxes = outboxes.clone();
+    let kafka = if config.kafka.enabled() {
+        KafkaHealth::connecting((0..shards).map(|s| metrics.relay.backlog(s)).collect())
+    } else {
+        KafkaHealth::disabled()
+    };
+    let relay_metrics = metrics.relay.clone();
+    let worker_metrics = metrics.workers.clone();
+    let archive = (!workers_config.chat.mongo_url.is_empty()).then(|| workers_config.chat.clone());
+    let mongo_history = archive.is_some();
+    let sidecar = Sidecar::start(config.grpc_addr, inboxes, archive)?;
     let grpc_addr = sidecar.grpc_addr;
 
     let commerce = Arc::new(CommerceShared::new(config)?);
     let shared = Arc::new(NodeShared {
         draining: AtomicBool::new(false),
+        storage: crate::http::StorageHealth::new(config.storage.name()),
+        kafka: kafka.clone(),
     });
     let ctx = Arc::new(ShardContext {
         limits: config.http_limits(),
@@ -77,6 +109,8 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
         sidecar: sidecar.handle(),
         commerce,
         realtime: Arc::new(config.realtime.settings()),
+        kafka: kafka.clone(),
+        mongo_history,
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop, stop_rx) = watch::channel(false);
@@ -112,6 +146,9 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
         shards,
         threads,
         sidecar: Some(sidecar),
+        relay: None,
+        workers: None,
+        kafka: kafka.clone(),
         stop,
         shared,
     };
@@ -128,6 +165,26 @@ pub fn start(config: &Config) -> anyhow::Result<RunningNode> {
             }
         }
     }
+    if config.kafka.enabled() {
+        let topics: Vec<String> = crate::relay::TOPICS.iter().map(|t| t.to_string()).collect();
+        match Relay::start(&config.kafka, &topics, outboxes, &relay_metrics, kafka) {
+            Ok(relay) => node.relay = Some(relay),
+            Err(e) => {
+                node.stop_now();
+                return Err(e);
+            }
+        }
+    }
+    let feed = Feed::for_config(&workers_config, || worker_outboxes);
+    if let (true, Some(feed)) = (config.runs_role("workers"), feed) {
+        match Workers::start(workers_config, worker_metrics, feed) {
+            Ok(workers) => node.workers = Some(workers),
+            Err(e) => {
+                node.stop_now();
+                return Err(e.context("cannot start the workers"));
+            }
+        }
+    }
     Ok(node)
 }
 
@@ -138,8 +195,17 @@ impl RunningNode {
         self.stop_now();
     }
 
+    /// The Kafka relay's state (`Disabled` without `[kafka] brokers`).
+    pub fn kafka_state(&self) -> KafkaStatus {
+        self.kafka.kafka_state()
+    }
+
     fn stop_now(&mut self) {
         self.shared.draining.store(true, Ordering::SeqCst);
+        if let Some(relay) = self.relay.take() {
+            relay.stop();
+            tracing::info!("kafka relay stopped");
+        }
         let _ = self.stop.send(true);
         for t in self.threads.drain(..) {
             if t.join().is_err() {
@@ -147,6 +213,10 @@ impl RunningNode {
             }
         }
         tracing::info!("shards stopped");
+        if let Some(workers) = self.workers.take() {
+            workers.stop();
+            tracing::info!("workers stopped");
+        }
         if let Some(sidecar) = self.sidecar.take() {
             sidecar.stop();
         }

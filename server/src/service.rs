@@ -77,6 +77,9 @@ pub struct ShardState {
     pub router: RefCell<Option<ShardRouter>>,
     /// WebSocket connections held here and rooms owned here.
     pub realtime: Hub,
+    /// The chat archive in MongoDB (through the sidecar) when configured:
+    /// history older than a room's retained messages.
+    pub chat_archive: Option<crate::bridge::SidecarHandle>,
 }
 
 impl ShardState {

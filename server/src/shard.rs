@@ -54,6 +54,11 @@ pub struct ShardContext {
     pub commerce: Arc<CommerceShared>,
     /// WebSocket limits and switches.
     pub realtime: Arc<realtime::Settings>,
+    /// The Kafka relay's broker view (`kafka_state()`, for `/readyz`).
+    pub kafka: crate::relay::KafkaHealth,
+    /// Chat history older than a room's retained messages comes from the
+    /// archive in MongoDB (through the sidecar).
+    pub mongo_history: bool,
 }
 
 /// Runs shard `id` until the node stops and its connections have drained.
@@ -63,7 +68,8 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         let _ = ready.send(Err(format!("shard {id}: {what}: {e:#}")));
     };
-    let state = match ctx.commerce.open_shard(id, shard_count) {
+    let archive = ctx.mongo_history.then(|| ctx.sidecar.clone());
+    let state = match ctx.commerce.open_shard(id, shard_count, archive) {
         Ok(s) => Rc::new(s),
         Err(e) => return fail("cannot open its store", &e),
     };
@@ -97,6 +103,7 @@ pub async fn run(id: ShardId, init: ShardInit, ctx: Arc<ShardContext>) {
     ctx.metrics
         .store
         .attach_journal(id, state.store.journal_counters());
+    ctx.node.storage.attach(id, state.store.journal_counters());
     monoio::spawn(update_store_gauges(app.clone(), state.clone()));
     let shutdown = Shutdown::new();
     monoio::spawn(watch_stop(init.stop, shutdown.clone()));
@@ -203,6 +210,12 @@ async fn serve_sidecar_calls(router: ShardRouter, mut inbox: mpsc::UnboundedRece
                     {
                         let _ = reply.send((owner, answered_by, router.shard_count()));
                     }
+                }
+                ShardCall::ReadOutbox { after, max, reply } => {
+                    crate::relay::serve_read(router.local(), after, max, reply).await;
+                }
+                ShardCall::MarkPublished { upto, reply } => {
+                    crate::relay::serve_mark(router.local(), upto, reply).await;
                 }
                 ShardCall::ReadEvents { after, max, reply } => {
                     let (events, last_offset, first_offset) =

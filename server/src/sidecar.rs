@@ -21,6 +21,35 @@ use rayltics_proto::node::v1::{WhoOwnsRequest, WhoOwnsResponse};
 
 use crate::bridge::{ShardCall, ShardInboxes, SidecarCall, SidecarHandle};
 
+/// The chat archive in MongoDB, connected on first use.
+#[derive(Debug)]
+struct ChatArchiveClient {
+    config: Option<rayltics_workers::ChatPersisterConfig>,
+    client: tokio::sync::OnceCell<rayltics_workers::ChatArchive>,
+}
+
+impl ChatArchiveClient {
+    async fn history(
+        &self,
+        room: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<rayltics_commerce::model::ChatMessageRec>, String> {
+        let Some(config) = &self.config else {
+            return Err("no chat archive is configured".into());
+        };
+        let archive = self
+            .client
+            .get_or_try_init(|| rayltics_workers::ChatArchive::connect(config))
+            .await
+            .map_err(|e| e.to_string())?;
+        archive
+            .history(room, Some(before), limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Largest key the gRPC node service accepts, bytes.
 const MAX_KEY_BYTES: usize = 1024;
 
@@ -36,7 +65,13 @@ pub struct Sidecar {
 
 impl Sidecar {
     /// Starts the sidecar thread, binds gRPC and returns once it serves.
-    pub fn start(grpc_addr: SocketAddr, shards: ShardInboxes) -> anyhow::Result<Self> {
+    /// With `archive`, chat history older than the shards keep is read from
+    /// MongoDB.
+    pub fn start(
+        grpc_addr: SocketAddr,
+        shards: ShardInboxes,
+        archive: Option<rayltics_workers::ChatPersisterConfig>,
+    ) -> anyhow::Result<Self> {
         let (call_tx, call_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -53,7 +88,7 @@ impl Sidecar {
                         return;
                     }
                 };
-                runtime.block_on(run(grpc_addr, shards, call_rx, stop_rx, ready_tx));
+                runtime.block_on(run(grpc_addr, shards, archive, call_rx, stop_rx, ready_tx));
             })?;
         let bound = ready_rx
             .recv()
@@ -85,6 +120,7 @@ impl Sidecar {
 async fn run(
     addr: SocketAddr,
     shards: ShardInboxes,
+    archive: Option<rayltics_workers::ChatPersisterConfig>,
     mut calls: mpsc::UnboundedReceiver<SidecarCall>,
     stop: oneshot::Receiver<()>,
     ready: std::sync::mpsc::Sender<anyhow::Result<SocketAddr>>,
@@ -137,11 +173,26 @@ async fn run(
     let _ = ready.send(Ok(bound));
     tracing::info!(addr = %bound, "grpc serving (health, reflection, rayltics.node.v1, rayltics.events.v1)");
 
+    let archive = std::sync::Arc::new(ChatArchiveClient {
+        config: archive,
+        client: tokio::sync::OnceCell::new(),
+    });
     let calls_loop = async {
         while let Some(call) = calls.recv().await {
             match call {
                 SidecarCall::Echo { reply, .. } => {
                     let _ = reply.send(std::time::Instant::now());
+                }
+                SidecarCall::ChatHistory {
+                    room,
+                    before,
+                    limit,
+                    reply,
+                } => {
+                    let archive = archive.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(archive.history(&room, before, limit).await);
+                    });
                 }
             }
         }

@@ -7,13 +7,35 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::change::Change;
 use crate::clock::Millis;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::model::ChatMessageRec;
 
 use super::ShardData;
 
-/// Messages kept per room (in memory, snapshots and so for `history` and
-/// `join` with `since`); older ones can no longer be replayed.
+/// Messages kept per room by default (in memory, snapshots and so for
+/// `history` and `join` with `since`); older ones can no longer be replayed
+/// here (history then comes from the MongoDB archive when configured).
 pub const ROOM_ARCHIVE_RETAINED: usize = 10_000;
+
+/// Messages kept per room in this process (see [`set_room_messages_retained`]).
+static RETAINED: AtomicUsize = AtomicUsize::new(ROOM_ARCHIVE_RETAINED);
+
+/// Sets how many messages each room keeps; once at start, before any shard
+/// opens its store (recovery and the snapshot builder trim the same way).
+pub fn set_room_messages_retained(n: usize) {
+    RETAINED.store(n.max(1), Ordering::Relaxed);
+}
+
+fn room_messages_retained() -> usize {
+    RETAINED.load(Ordering::Relaxed)
+}
+
+/// The topic of chat events (API.md Events).
+const CHAT_TOPIC: &str = "rayltics.chat";
+
+/// The kind of the event a posted message records.
+const CHAT_EVENT_KIND: &str = "chat.message";
 
 /// A room's durable part.
 #[derive(Archive, Serialize, Deserialize, Debug, Default, Clone)]
@@ -42,7 +64,10 @@ impl ShardData {
         self.d.rooms.get(room).map_or(0, |r| r.last_seq)
     }
 
-    /// Accepts a message into `room`: it gets the next seq.
+    /// Accepts a message into `room`: it gets the next seq, and its
+    /// `rayltics.chat` event (kind `chat.message`, key = room, payload =
+    /// `payload(&msg)`) goes into the same commit (outbox), so the archive
+    /// downstream (Kafka -> MongoDB) sees every message exactly as committed.
     pub fn plan_chat_post(
         &self,
         room: &str,
@@ -50,6 +75,7 @@ impl ShardData {
         from: &str,
         text: &str,
         at: Millis,
+        payload: impl FnOnce(&ChatMessageRec) -> Vec<u8>,
     ) -> (ChatMessageRec, Vec<Change>) {
         let msg = ChatMessageRec {
             room: room.to_owned(),
@@ -59,7 +85,11 @@ impl ShardData {
             text: text.to_owned(),
             at,
         };
-        (msg.clone(), vec![Change::ChatPosted(msg)])
+        let event = self.next_event(CHAT_TOPIC, room, CHAT_EVENT_KIND, payload(&msg), at, 0);
+        (
+            msg.clone(),
+            vec![Change::ChatPosted(msg), Change::Event(event)],
+        )
     }
 
     /// Up to `limit` messages with seq > `since`, oldest first.
@@ -117,7 +147,7 @@ impl ShardData {
         }
         log.last_seq = m.seq;
         log.messages.push_back(m);
-        while log.messages.len() > ROOM_ARCHIVE_RETAINED {
+        while log.messages.len() > room_messages_retained() {
             log.messages.pop_front();
         }
     }
@@ -128,7 +158,9 @@ mod tests {
     use super::*;
 
     fn post(s: &mut ShardData, room: &str, text: &str) -> u64 {
-        let (msg, changes) = s.plan_chat_post(room, format!("id-{text}"), "u1", text, 7);
+        let (msg, changes) = s.plan_chat_post(room, format!("id-{text}"), "u1", text, 7, |m| {
+            m.text.clone().into_bytes()
+        });
         for c in changes {
             s.apply(c);
         }
@@ -137,6 +169,35 @@ mod tests {
 
     fn seqs(slice: &RoomSlice<'_>) -> Vec<u64> {
         slice.messages.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn a_post_records_its_event_in_the_same_commit() {
+        let mut s = ShardData::new();
+        post(&mut s, "a", "1");
+        post(&mut s, "b", "2");
+        let (events, last, _) = s.events_after(0, 10);
+        assert_eq!(last, 2);
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.offset,
+                    e.topic.as_str(),
+                    e.key.as_str(),
+                    e.kind.as_str(),
+                    e.payload.as_slice(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, CHAT_TOPIC, "a", CHAT_EVENT_KIND, b"1".as_slice()),
+                (2, CHAT_TOPIC, "b", CHAT_EVENT_KIND, b"2".as_slice()),
+            ]
+        );
+        assert_ne!(events[0].id, events[1].id);
     }
 
     #[test]

@@ -16,7 +16,10 @@ mod orders;
 mod stock;
 mod users;
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -29,7 +32,7 @@ use crate::model::{
 use crate::search::{ProductDoc, SearchIndex};
 
 pub use catalog::ProductPatch;
-pub use chat::{ROOM_ARCHIVE_RETAINED, RoomLog, RoomSlice};
+pub use chat::{ROOM_ARCHIVE_RETAINED, RoomLog, RoomSlice, set_room_messages_retained};
 pub use orders::{CartLine, OrderPage};
 pub use stock::{RESERVATION_GRACE_MS, ReserveLine, SaleCounts};
 pub use users::RefreshOutcome;
@@ -39,8 +42,29 @@ pub use users::RefreshOutcome;
 pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Events kept in memory (and in snapshots) per shard for consumers that
-/// read the event log by offset.
+/// read the event log by offset. While an outbox relay is configured
+/// ([`set_hold_unpublished_events`]) only *published* events count against
+/// this: unpublished ones are never trimmed.
 pub const EVENT_LOG_RETAINED: usize = 100_000;
+
+/// Node-wide switch: an outbox relay (Kafka) publishes the event log, so
+/// events after the shard's published offset must stay until the relay
+/// marks them published. A process-wide flag rather than a field because
+/// recovery and the snapshot builder rebuild [`ShardData`] on their own
+/// threads and must trim exactly as the live shard does.
+static HOLD_UNPUBLISHED: AtomicBool = AtomicBool::new(false);
+
+/// Keeps unpublished events in the event log (never trimmed) when `hold`;
+/// set once at start, before any shard opens its store, when a relay is
+/// configured.
+pub fn set_hold_unpublished_events(hold: bool) {
+    HOLD_UNPUBLISHED.store(hold, Ordering::Relaxed);
+}
+
+/// Whether unpublished events are held (see [`set_hold_unpublished_events`]).
+pub fn hold_unpublished_events() -> bool {
+    HOLD_UNPUBLISHED.load(Ordering::Relaxed)
+}
 
 /// The part of a shard's state that snapshots hold. Everything here is
 /// rebuilt exactly by replaying the journal.
@@ -65,6 +89,9 @@ pub struct Durable {
     next_event_offset: u64,
     /// room -> its sequence and archive.
     rooms: Map<String, RoomLog>,
+    /// Last event offset the outbox relay had acknowledged by the broker
+    /// (0: none). Only moves forward.
+    events_published: u64,
 }
 
 /// A shard's commerce state.
@@ -76,6 +103,9 @@ pub struct ShardData {
     reservation_expiry: BTreeSet<(Millis, String)>,
     /// The orders owned here, by time, by user and by expiry.
     orders: OrderIndex,
+    /// Tasks waiting for the event log to grow (the relay's long poll);
+    /// woken by every appended event.
+    event_waiters: RefCell<Vec<Waker>>,
 }
 
 impl ShardData {
@@ -228,10 +258,69 @@ impl ShardData {
             Change::Event(e) => {
                 self.d.next_event_offset = e.offset + 1;
                 self.d.events.push_back(e);
-                while self.d.events.len() > EVENT_LOG_RETAINED {
-                    self.d.events.pop_front();
+                self.trim_events();
+                for w in self.event_waiters.get_mut().drain(..) {
+                    w.wake();
                 }
             }
+            Change::EventsPublished { upto } => {
+                let upto = upto.min(self.last_event_offset());
+                if upto > self.d.events_published {
+                    self.d.events_published = upto;
+                    self.trim_events();
+                }
+            }
+        }
+    }
+
+    /// Last offset of the event log (0: no event yet).
+    pub fn last_event_offset(&self) -> u64 {
+        self.d.next_event_offset.saturating_sub(1)
+    }
+
+    /// Last event offset the outbox relay has published (0: none).
+    pub fn events_published(&self) -> u64 {
+        self.d.events_published
+    }
+
+    /// Events committed but not yet published by the outbox relay.
+    pub fn outbox_backlog(&self) -> u64 {
+        self.last_event_offset()
+            .saturating_sub(self.d.events_published)
+    }
+
+    /// Ready once the log holds an event after `after`; otherwise the task
+    /// is woken when the next event is appended (on this shard).
+    pub fn poll_events_after(&self, after: u64, cx: &mut Context<'_>) -> Poll<()> {
+        if self.last_event_offset() > after {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.event_waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn trim_events(&mut self) {
+        trim_event_log(
+            &mut self.d.events,
+            EVENT_LOG_RETAINED,
+            self.d.events_published,
+            hold_unpublished_events(),
+        );
+    }
+}
+
+/// Drops the oldest events beyond `retained`; with `hold`, never one after
+/// `published` (the outbox relay has not had it acknowledged yet).
+fn trim_event_log(events: &mut VecDeque<EventRec>, retained: usize, published: u64, hold: bool) {
+    while events.len() > retained {
+        match events.front() {
+            Some(e) if !hold || e.offset <= published => {
+                events.pop_front();
+            }
+            _ => break,
         }
     }
 }
@@ -269,5 +358,86 @@ fn doc_of(p: &ProductRec) -> ProductDoc<'_> {
         category: &p.category,
         price_cents: p.price_cents,
         created_at_ms: p.created_at,
+    }
+}
+
+#[cfg(test)]
+mod event_log_tests {
+    use super::*;
+
+    fn event(offset: u64) -> EventRec {
+        EventRec {
+            offset,
+            id: format!("e{offset}"),
+            topic: "rayltics.orders".into(),
+            key: "o1".into(),
+            kind: "order.created".into(),
+            at: 0,
+            payload: Vec::new(),
+        }
+    }
+
+    fn log(offsets: std::ops::RangeInclusive<u64>) -> VecDeque<EventRec> {
+        offsets.map(event).collect()
+    }
+
+    fn offsets(events: &VecDeque<EventRec>) -> Vec<u64> {
+        events.iter().map(|e| e.offset).collect()
+    }
+
+    #[test]
+    fn without_a_relay_the_log_keeps_the_newest() {
+        let mut events = log(1..=6);
+        trim_event_log(&mut events, 3, 0, false);
+        assert_eq!(offsets(&events), [4, 5, 6]);
+    }
+
+    #[test]
+    fn with_a_relay_unpublished_events_are_never_trimmed() {
+        let mut events = log(1..=6);
+        trim_event_log(&mut events, 3, 0, true);
+        assert_eq!(offsets(&events), [1, 2, 3, 4, 5, 6]);
+        trim_event_log(&mut events, 3, 2, true);
+        assert_eq!(offsets(&events), [3, 4, 5, 6], "only published ones go");
+        trim_event_log(&mut events, 3, 6, true);
+        assert_eq!(offsets(&events), [4, 5, 6], "then the usual bound");
+    }
+
+    #[test]
+    fn published_offset_only_moves_forward_and_stays_within_the_log() {
+        let mut data = ShardData::new();
+        for o in 1..=3 {
+            data.apply(Change::Event(event(o)));
+        }
+        assert_eq!(data.outbox_backlog(), 3);
+        data.apply(Change::EventsPublished { upto: 2 });
+        assert_eq!((data.events_published(), data.outbox_backlog()), (2, 1));
+        data.apply(Change::EventsPublished { upto: 1 });
+        assert_eq!(data.events_published(), 2, "never backwards");
+        data.apply(Change::EventsPublished { upto: 99 });
+        assert_eq!(data.events_published(), 3, "never past the log");
+        assert_eq!(data.outbox_backlog(), 0);
+    }
+
+    #[test]
+    fn appending_an_event_wakes_the_waiting_reader() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut data = ShardData::new();
+        assert!(data.poll_events_after(0, &mut cx).is_pending());
+        assert!(data.poll_events_after(0, &mut cx).is_pending());
+        data.apply(Change::Event(event(1)));
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "woken once");
+        assert!(data.poll_events_after(0, &mut cx).is_ready());
+        assert!(data.poll_events_after(1, &mut cx).is_pending());
     }
 }

@@ -186,7 +186,7 @@ impl ShardData {
     }
 
     /// The event record for the `i`-th event of the batch being planned.
-    fn next_event(
+    pub(super) fn next_event(
         &self,
         topic: &str,
         key: &str,

@@ -198,14 +198,18 @@ mod ops_docs {
     )]
     fn healthz() {}
 
-    /// Readiness: every configured backend is reachable; 503 while draining.
+    /// Readiness: each configured backend and its state (`backends`); 503
+    /// while the store refuses writes or while draining. With Kafka
+    /// configured, `backends.kafka` is `connecting`, `up` or `down` and
+    /// `kafka_backlog_events` counts events waiting for the broker (a broker
+    /// that is away does not make the node unready).
     #[utoipa::path(
         get,
         path = "/readyz",
         tag = "operations",
         responses(
             (status = 200, description = "Ready", body = Object, content_type = "application/json",
-                example = json!({"status": "ready", "shards": 2, "backends": {}})),
+                example = json!({"status": "ready", "shards": 2, "backends": {"journal": "up", "kafka": "up"}, "kafka_backlog_events": 0})),
             (status = 503, description = "`not_ready`: draining, or a backend is unreachable (named in `detail`)",
                 body = Problem, content_type = super::PROBLEM_JSON),
         ),

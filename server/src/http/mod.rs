@@ -6,6 +6,8 @@
 
 mod ops;
 
+pub use ops::StorageHealth;
+
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -23,6 +25,10 @@ use crate::service::{ShardRouter, ShardState};
 pub struct NodeShared {
     /// Set when the node starts draining: `/readyz` turns 503.
     pub draining: AtomicBool,
+    /// The store's health (`/readyz`).
+    pub storage: StorageHealth,
+    /// The Kafka relay's view of the broker (`/readyz`).
+    pub kafka: crate::relay::KafkaHealth,
 }
 
 /// The endpoints of the API, one per route.
@@ -101,7 +107,11 @@ impl Handler for App {
             } => {
                 let response = match value {
                     Endpoint::Healthz => ops::healthz(),
-                    Endpoint::Readyz => ops::readyz(&self.node, self.shard.shard_count()),
+                    Endpoint::Readyz => ops::readyz(
+                        &self.node,
+                        self.shard.shard_count(),
+                        &self.metrics.node().workers,
+                    ),
                     Endpoint::Metrics => ops::metrics(&self.metrics),
                     Endpoint::OpenApi => api::openapi::response(),
                     Endpoint::ShardOf => {

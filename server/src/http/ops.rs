@@ -2,6 +2,9 @@
 //! ownership probe `/debug/shards/{key}`.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use rayltics_journal::JournalStats;
 
 use rayltics_net::{Problem, Response};
 use serde_json::json;
@@ -18,17 +21,90 @@ pub(super) fn healthz() -> Response {
     Response::text(200, "ok")
 }
 
-/// `GET /readyz`: every configured backend reachable; 503 while draining.
-pub(super) fn readyz(node: &NodeShared, shards: usize) -> Response {
+/// The store's health as `/readyz` reports it: which store is configured
+/// and, per shard, whether its journal's medium takes writes. Node-wide;
+/// each shard attaches its journal counters at start.
+#[derive(Debug)]
+pub struct StorageHealth {
+    kind: &'static str,
+    shards: Mutex<Vec<(usize, Arc<JournalStats>)>>,
+}
+
+impl StorageHealth {
+    /// Health of the store named `kind` (`journal` or `postgres`), with no
+    /// shard attached yet.
+    pub fn new(kind: &'static str) -> Self {
+        Self {
+            kind,
+            shards: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Lets `/readyz` read shard `shard`'s journal state.
+    pub fn attach(&self, shard: usize, stats: Arc<JournalStats>) {
+        self.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((shard, stats));
+    }
+
+    /// Shards whose medium refuses writes now, in order.
+    fn down(&self) -> Vec<usize> {
+        let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        let mut down: Vec<usize> = shards
+            .iter()
+            .filter(|(_, s)| !s.available.load(Ordering::Relaxed))
+            .map(|(id, _)| *id)
+            .collect();
+        down.sort_unstable();
+        down
+    }
+}
+
+/// `GET /readyz`: names each configured backend and its state. 503 while
+/// the store refuses writes (naming it and the shards affected) or while
+/// draining. A Kafka broker, SMTP server or MongoDB that is away does not
+/// make the node unready: events wait in the outbox (`kafka_backlog_events`
+/// says how many) and are published, mailed or archived when it returns.
+pub(super) fn readyz(
+    node: &NodeShared,
+    shards: usize,
+    workers: &rayltics_workers::WorkerMetrics,
+) -> Response {
     if node.draining.load(Ordering::Relaxed) {
         return Problem::new(503, "not_ready", "the node is draining").into_response();
     }
-    // The embedded node has no external backends yet; each configured
-    // backend will report here by name.
-    Response::json(
-        200,
-        &json!({ "status": "ready", "shards": shards, "backends": {} }),
-    )
+    let storage = &node.storage;
+    let down = storage.down();
+    if !down.is_empty() {
+        return Problem::new(
+            503,
+            "not_ready",
+            format!(
+                "backend {} unreachable: shards {down:?} cannot make changes durable",
+                storage.kind
+            ),
+        )
+        .into_response();
+    }
+    let mut backends = serde_json::Map::new();
+    backends.insert(storage.kind.into(), json!("up"));
+    let kafka = node.kafka.kafka_state();
+    let mut body = json!({ "status": "ready", "shards": shards });
+    if kafka.state != crate::relay::KafkaState::Disabled {
+        backends.insert("kafka".into(), json!(kafka.state.as_str()));
+        body["kafka_backlog_events"] = json!(kafka.backlog_events);
+        if let Some(e) = &kafka.last_error {
+            body["kafka_last_error"] = json!(e);
+        }
+    }
+    // The workers' backends (SMTP, MongoDB) once used: a mail or an archive
+    // write that waits does not make the node unready either.
+    for (name, up) in workers.backend_states() {
+        backends.insert(name, json!(if up { "up" } else { "down" }));
+    }
+    body["backends"] = serde_json::Value::Object(backends);
+    Response::json(200, &body)
 }
 
 /// `GET /metrics`: Prometheus text exposition of the whole node.

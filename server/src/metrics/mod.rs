@@ -5,9 +5,12 @@
 //! request costs a local lookup and a few uncontended atomic adds. Mesh
 //! counters live in the shards crate as atomics and are copied in at scrape.
 //! `store`: the commerce store's families (journal, orders, sales, tokens).
+//! `relay`: the outbox relay to Kafka (published, errors, backlog, latency).
 
+mod relay;
 mod store;
 
+pub use relay::{RelayMetrics, ShardRelayMetrics};
 pub use store::{ShardStoreGauges, StoreMetrics};
 
 use std::cell::RefCell;
@@ -42,6 +45,10 @@ pub struct Metrics {
     mesh_source: Mutex<Option<MeshStats>>,
     /// The commerce store's families.
     pub store: StoreMetrics,
+    /// The outbox relay's families.
+    pub relay: RelayMetrics,
+    /// The workers' families (`rayltics_worker_*`).
+    pub workers: Arc<rayltics_workers::WorkerMetrics>,
 }
 
 impl Metrics {
@@ -108,8 +115,13 @@ impl Metrics {
             registry.register(c).expect("unique metric");
         }
         let store = StoreMetrics::register(&registry);
+        let relay = RelayMetrics::register(&registry);
+        let workers = Arc::new(rayltics_workers::WorkerMetrics::new());
+        workers.register(&registry).expect("unique metric");
         Arc::new(Self {
             store,
+            relay,
+            workers,
             registry,
             http_requests,
             http_duration,
@@ -168,7 +180,7 @@ impl Metrics {
                 .with_label_values(&[label.as_str()]),
             open_websockets: self.open_websockets.with_label_values(&[label.as_str()]),
             slow_consumers: self.slow_consumers.with_label_values(&[label.as_str()]),
-            store: self.store.for_shard(&label),
+            store: self.store.for_shard(&label, self.relay.backlog(shard)),
             label,
             node: self.clone(),
             routes: RefCell::new(HashMap::new()),

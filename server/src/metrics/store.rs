@@ -1,7 +1,8 @@
 //! Metrics of the commerce store: journal batches and fdatasyncs (copied
 //! from the journals' atomics at scrape), and per-shard gauges of pending
 //! orders, held reservations, flash-sale pools and the token cache (set by
-//! each shard's sweep from its own state).
+//! each shard's sweep from its own state), including the outbox backlog
+//! while a relay holds unpublished events.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +21,7 @@ pub struct StoreMetrics {
     reservations_held: IntGaugeVec,
     sale_remaining: IntGaugeVec,
     token_cache: IntCounterVec,
+    available: IntGaugeVec,
     journals: Mutex<Vec<(String, Arc<JournalStats>)>>,
 }
 
@@ -37,7 +39,7 @@ impl StoreMetrics {
         let m = StoreMetrics {
             journal: counters(
                 "journal_events_total",
-                "Journal activity by kind: records appended, batches written (one write + one fdatasync each), bytes written, snapshots.",
+                "Journal activity by kind: records appended, batches written (one write + one fdatasync each, or one PostgreSQL transaction), bytes written, snapshots, retries (PostgreSQL: failed batch or reconnect attempts, retried).",
                 &["shard", "kind"],
             ),
             fdatasync_seconds: CounterVec::new(
@@ -68,6 +70,11 @@ impl StoreMetrics {
                 "Access-token checks by the per-shard cache, by result (hit, miss).",
                 &["shard", "result"],
             ),
+            available: gauges(
+                "journal_available",
+                "1 while the shard's store takes writes; 0 while its medium (PostgreSQL) is unreachable and writes answer 503.",
+                &["shard"],
+            ),
             journals: Mutex::new(Vec::new()),
         };
         for c in [
@@ -77,6 +84,7 @@ impl StoreMetrics {
             Box::new(m.reservations_held.clone()),
             Box::new(m.sale_remaining.clone()),
             Box::new(m.token_cache.clone()),
+            Box::new(m.available.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -102,12 +110,16 @@ impl StoreMetrics {
                 ("bytes", v.bytes_written),
                 ("fdatasyncs", v.fdatasyncs),
                 ("snapshots", v.snapshots),
+                ("retries", v.retries),
             ] {
                 advance(
                     &self.journal.with_label_values(&[shard.as_str(), kind]),
                     now,
                 );
             }
+            self.available
+                .with_label_values(&[shard.as_str()])
+                .set(i64::from(v.available));
             let secs = self.fdatasync_seconds.with_label_values(&[shard.as_str()]);
             let now = v.fdatasync_micros as f64 / 1e6;
             if now > secs.get() {
@@ -116,10 +128,11 @@ impl StoreMetrics {
         }
     }
 
-    /// The gauges one shard sets.
-    pub(super) fn for_shard(&self, label: &str) -> ShardStoreGauges {
+    /// The gauges one shard sets (`outbox_backlog` is the relay family's).
+    pub(super) fn for_shard(&self, label: &str, outbox_backlog: IntGauge) -> ShardStoreGauges {
         ShardStoreGauges {
             label: label.to_owned(),
+            outbox_backlog,
             orders_pending: self.orders_pending.with_label_values(&[label]),
             reservations_held: self.reservations_held.with_label_values(&[label]),
             sale_remaining: self.sale_remaining.clone(),
@@ -146,6 +159,7 @@ pub struct ShardStoreGauges {
     sale_remaining: IntGaugeVec,
     token_hits: IntCounter,
     token_misses: IntCounter,
+    outbox_backlog: IntGauge,
 }
 
 impl ShardStoreGauges {
@@ -160,6 +174,10 @@ impl ShardStoreGauges {
         }
         advance(&self.token_hits, tokens.hits());
         advance(&self.token_misses, tokens.misses());
+        if rayltics_commerce::state::hold_unpublished_events() {
+            self.outbox_backlog
+                .set(i64::try_from(data.outbox_backlog()).unwrap_or(i64::MAX));
+        }
     }
 }
 

@@ -224,7 +224,7 @@ pub(super) fn record_new_order(
     changes: &mut Vec<Change>,
 ) -> Vec<u8> {
     let body = views::order_json(&order);
-    let payload = crate::events::order_payload(&order);
+    let payload = crate::events::order_payload_on(&state.store.read(), &order);
     // The order before the record that points at it: a torn journal tail
     // can lose the record, never leave it without its order.
     let recorded = guard.record(201, &order.id, now);
@@ -310,7 +310,7 @@ async fn finish(state: &ShardState, id: &str, status: OrderStatus) -> DomainResu
     }
     let now = state.shared.clock.now_ms();
     let order = state.store.read().transition(id, status, now)?;
-    let payload = crate::events::order_payload(&order);
+    let payload = crate::events::order_payload_on(&state.store.read(), &order);
     let changes = state
         .store
         .read()

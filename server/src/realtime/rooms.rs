@@ -194,13 +194,9 @@ pub async fn execute(state: &Rc<ShardState>, op: ChatOp) -> DomainResult<ChatRep
             room,
             before,
             limit,
-        } => {
-            let data = state.store.read();
-            let slice = data.room_before(&room, before, limit);
-            Ok(ChatReply::History(
-                slice.messages.into_iter().cloned().collect(),
-            ))
-        }
+        } => Ok(ChatReply::History(
+            history(state, &room, before, limit).await,
+        )),
         ChatOp::Typing { room, user } => {
             typing(state, &room, user).await;
             Ok(ChatReply::Done)
@@ -334,10 +330,14 @@ async fn post(
             Room::new(state.store.read().room_last_seq(&room), state.shard_count)
         });
         let id = rayltics_commerce::ids::id_on_shard(state.id, state.shard_count);
-        let (msg, changes) = state
-            .store
-            .read()
-            .plan_chat_post(&room, id, from, text, now);
+        let (msg, changes) = state.store.read().plan_chat_post(
+            &room,
+            id,
+            from,
+            text,
+            now,
+            crate::events::chat_payload,
+        );
         let commit = state.store.write(changes)?;
         r.in_flight += 1;
         (msg, commit)
@@ -503,5 +503,45 @@ pub async fn call(state: &ShardState, shard: ShardId, op: ChatOp) -> DomainResul
 pub async fn send(state: &ShardState, shard: ShardId, op: ChatOp) {
     if let Err(e) = state.router().send(shard, ShardRequest::Chat(op)).await {
         tracing::warn!(shard, error = %e, "real-time message not sent");
+    }
+}
+
+/// Up to `limit` of `room`'s messages before `before`, oldest first: from
+/// the room's retained messages, and what is older than those from the
+/// archive in MongoDB when one is configured (otherwise, or while it is
+/// unreachable, the answer starts at the oldest retained message).
+async fn history(
+    state: &ShardState,
+    room: &str,
+    before: Option<u64>,
+    limit: usize,
+) -> Vec<ChatMessageRec> {
+    let (mut messages, older_than) = {
+        let data = state.store.read();
+        let slice = data.room_before(room, before, limit);
+        let messages: Vec<ChatMessageRec> = slice.messages.into_iter().cloned().collect();
+        let older_than = match messages.first() {
+            Some(m) => m.seq,
+            None => before.unwrap_or(u64::MAX).min(slice.last_seq + 1),
+        };
+        (messages, (!slice.complete).then_some(older_than))
+    };
+    let (Some(older_than), Some(archive)) = (older_than, &state.chat_archive) else {
+        return messages;
+    };
+    let missing = limit.saturating_sub(messages.len());
+    if missing == 0 || older_than <= 1 {
+        return messages;
+    }
+    match archive.chat_history(room, older_than, missing).await {
+        Ok(mut older) => {
+            older.retain(|m| m.seq < older_than);
+            older.append(&mut messages);
+            older
+        }
+        Err(e) => {
+            tracing::warn!(room, error = %e, "chat archive unreachable; history starts at the retained messages");
+            messages
+        }
     }
 }

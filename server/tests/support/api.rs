@@ -5,6 +5,15 @@ use serde_json::{Value, json};
 
 use super::{ADMIN_EMAIL, ADMIN_PASSWORD, Conn, Node, Resp};
 
+/// RFC 3339 UTC of now plus `secs` (negative: in the past), for sale windows.
+pub fn rfc3339_in(secs: i64) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    rayltics_commerce::clock::rfc3339(now_ms + secs * 1000)
+}
+
 /// One client: a connection, and the bearer token it sends (if any).
 #[derive(Debug)]
 pub struct Client {

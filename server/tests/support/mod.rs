@@ -2,6 +2,12 @@
 //! binary on port 0 ([`Node`]), and talk raw HTTP/1.1 to it over TCP
 //! ([`Conn`], [`Resp`], [`parse_responses`]).
 //!
+//! One suite, two stores: with `RAYLTICS_TEST_STORAGE=postgres` every node
+//! runs with `storage = "postgres"` on `RAYLTICS_TEST_PG_URL`, in a schema
+//! of its own that is derived from (and kept in) its data directory, so a
+//! node restarted on the same data directory finds its state again
+//! ([`NodeBuilder::postgres`] asks for it in one test).
+//!
 //! [`api`] adds a JSON client of the REST API.
 //!
 //! Every test file is its own crate and uses a different subset of these
@@ -74,9 +80,68 @@ pub struct NodeBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     data_dir: Option<PathBuf>,
+    postgres: bool,
+}
+
+/// The PostgreSQL server of the tests (`infra/local/up.sh pg`, then
+/// `. $RAYLTICS_INFRA_DIR/env.sh`).
+pub fn test_pg_url() -> Option<String> {
+    std::env::var("RAYLTICS_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// Whether this run puts every node on PostgreSQL
+/// (`RAYLTICS_TEST_STORAGE=postgres`).
+pub fn storage_is_postgres() -> bool {
+    std::env::var("RAYLTICS_TEST_STORAGE").is_ok_and(|s| s == "postgres")
+}
+
+/// File in a test node's data directory naming its PostgreSQL schema.
+const PG_SCHEMA_FILE: &str = "test-pg-schema";
+
+/// The schema of the node on `data_dir`: the one recorded there, or a new
+/// unique one (recorded for a restart on the same directory).
+fn pg_schema_for(data_dir: &Path) -> String {
+    let file = data_dir.join(PG_SCHEMA_FILE);
+    if let Ok(name) = std::fs::read_to_string(&file) {
+        return name.trim().to_owned();
+    }
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let name = format!(
+        "t_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    std::fs::create_dir_all(data_dir).expect("create the node's data dir");
+    std::fs::write(&file, &name).expect("record the node's schema");
+    name
+}
+
+/// Drops a test schema (best effort, bounded: `psql` with a lock timeout).
+pub fn drop_pg_schema(url: &str, schema: &str) {
+    let _ = Command::new("psql")
+        .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", url, "-c"])
+        .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .env("PGOPTIONS", "-c lock_timeout=2000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl NodeBuilder {
+    /// Runs with `storage = "postgres"` on `RAYLTICS_TEST_PG_URL` whatever
+    /// `RAYLTICS_TEST_STORAGE` says (panics without a server).
+    pub fn postgres(mut self) -> Self {
+        self.postgres = true;
+        self
+    }
+
     /// Shard threads (`--shards`); default 2.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n;
@@ -125,8 +190,21 @@ impl NodeBuilder {
             .args(["--shards", &self.shards.to_string()])
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+            .args(&self.args);
+        let chose_storage = self.env.iter().any(|(k, _)| k == "RAYLTICS_STORAGE");
+        let mut pg = None;
+        if self.postgres || (storage_is_postgres() && !chose_storage) {
+            let url = test_pg_url().expect(
+                "a postgres node needs RAYLTICS_TEST_PG_URL (infra/local/up.sh pg, then . \
+                 $RAYLTICS_INFRA_DIR/env.sh)",
+            );
+            let schema = pg_schema_for(&data_dir);
+            cmd.env("RAYLTICS_STORAGE", "postgres")
+                .env("RAYLTICS_POSTGRES__URL", &url)
+                .env("RAYLTICS_POSTGRES__SCHEMA", &schema);
+            pg = Some((url, schema));
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("spawn the rayltics binary");
 
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -167,6 +245,7 @@ impl NodeBuilder {
             stderr,
             data_dir,
             keep_data,
+            pg,
         };
         let line = match line_rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
@@ -230,6 +309,8 @@ pub struct Node {
     stderr: Arc<Mutex<Vec<u8>>>,
     data_dir: PathBuf,
     keep_data: bool,
+    /// `(url, schema)` when the node runs on PostgreSQL.
+    pg: Option<(String, String)>,
 }
 
 impl Node {
@@ -240,6 +321,7 @@ impl Node {
             env: Vec::new(),
             args: Vec::new(),
             data_dir: None,
+            postgres: false,
         }
     }
 
@@ -256,6 +338,11 @@ impl Node {
     /// The node's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// `(url, schema)` of its PostgreSQL store, if it runs on one.
+    pub fn postgres(&self) -> Option<(&str, &str)> {
+        self.pg.as_ref().map(|(u, s)| (u.as_str(), s.as_str()))
     }
 
     /// `http://127.0.0.1:PORT` of the gRPC listener.
@@ -340,6 +427,9 @@ impl Drop for Node {
         }
         if !self.keep_data {
             let _ = std::fs::remove_dir_all(&self.data_dir);
+            if let Some((url, schema)) = &self.pg {
+                drop_pg_schema(url, schema);
+            }
         }
     }
 }
