@@ -145,6 +145,58 @@ impl EventSource for GroupConsumer {
     }
 }
 
+/// A worker's side of the batch loop ([`run_batches`]): where its events
+/// come from and what it does with a batch.
+pub(crate) trait BatchWorker: Send {
+    /// Where the events come from.
+    type Source: EventSource;
+    /// The worker label of its metrics and logs.
+    const NAME: &'static str;
+    /// The source (borrowed for one call at a time).
+    fn source(&self) -> &Self::Source;
+    /// At most this many events per batch, gathered for at most this long
+    /// after the first.
+    fn batch_limits(&self) -> (usize, Duration);
+    /// Its metrics.
+    fn metrics(&self) -> &WorkerMetrics;
+    /// Carries out `batch`'s effects: `Ok(true)` when all are done (its
+    /// offsets are then committed), `Ok(false)` when shutdown cut it short
+    /// (nothing is committed: the batch comes again). An `Err` stops the
+    /// worker.
+    fn handle(
+        &mut self,
+        batch: &[Envelope],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<bool, WorkerError>> + Send;
+}
+
+/// The loop every worker runs until `shutdown` turns true: take a batch,
+/// carry out its effects, and only then commit it (at least once; the
+/// effects are idempotent).
+pub(crate) async fn run_batches<W: BatchWorker>(
+    mut worker: W,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let (max, wait) = worker.batch_limits();
+    loop {
+        let batch = worker.source().next_batch(max, wait, &mut shutdown).await;
+        if batch.is_empty() {
+            if *shutdown.borrow() {
+                break;
+            }
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        if !worker.handle(&batch, &mut shutdown).await? {
+            break;
+        }
+        worker.source().commit(&batch).await;
+        worker.metrics().batch_done(W::NAME, batch.len(), t0);
+    }
+    tracing::info!(worker = W::NAME, "worker stopped");
+    Ok(())
+}
+
 /// A consumer-group member subscribed to one topic.
 pub struct GroupConsumer {
     inner: Arc<StreamConsumer<LagContext>>,

@@ -11,7 +11,7 @@
 pub mod archive;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost::Message as _;
 use rayltics_commerce::model::ChatMessageRec;
@@ -19,7 +19,7 @@ use rayltics_proto::events::v1 as pb;
 use tokio::sync::watch;
 
 use crate::config::WorkersConfig;
-use crate::consumer::{Backoff, Envelope, GroupConsumer, age_secs};
+use crate::consumer::{Backoff, BatchWorker, Envelope, GroupConsumer, age_secs, run_batches};
 use crate::error::WorkerError;
 use crate::metrics::WorkerMetrics;
 use archive::ChatArchive;
@@ -62,27 +62,8 @@ impl ChatPersister {
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
-        loop {
-            let batch = self
-                .consumer
-                .next_batch(self.max_batch, self.max_wait, &mut shutdown)
-                .await;
-            if batch.is_empty() {
-                if *shutdown.borrow() {
-                    break;
-                }
-                continue;
-            }
-            let t0 = Instant::now();
-            if !self.persist(&batch, &mut shutdown).await {
-                break;
-            }
-            self.consumer.commit(&batch).await;
-            self.metrics.batch_done(WORKER, batch.len(), t0);
-        }
-        tracing::info!("chat persister stopped");
-        Ok(())
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        run_batches(self, shutdown).await
     }
 
     /// Writes the batch, retrying until MongoDB takes it; false if shutdown
@@ -150,6 +131,31 @@ impl ChatPersister {
             self.indexed = true;
         }
         self.archive.insert(docs).await
+    }
+}
+
+impl BatchWorker for ChatPersister {
+    type Source = GroupConsumer;
+    const NAME: &'static str = WORKER;
+
+    fn source(&self) -> &GroupConsumer {
+        &self.consumer
+    }
+
+    fn batch_limits(&self) -> (usize, Duration) {
+        (self.max_batch, self.max_wait)
+    }
+
+    fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
+    }
+
+    async fn handle(
+        &mut self,
+        batch: &[Envelope],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, WorkerError> {
+        Ok(self.persist(batch, shutdown).await)
     }
 }
 

@@ -16,7 +16,7 @@ pub mod transport;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use lettre::Message;
@@ -26,7 +26,9 @@ use rayltics_proto::events::v1 as pb;
 use tokio::sync::watch;
 
 use crate::config::WorkersConfig;
-use crate::consumer::{Backoff, Envelope, EventSource, GroupConsumer, age_secs};
+use crate::consumer::{
+    Backoff, BatchWorker, Envelope, EventSource, GroupConsumer, age_secs, run_batches,
+};
 use crate::error::WorkerError;
 use crate::metrics::WorkerMetrics;
 use render::MailKind;
@@ -124,33 +126,12 @@ impl<S: EventSource> EmailWorker<S> {
 
     /// Runs until `shutdown` turns true; an `Err` only for a failure of its
     /// own data dir (the sent-ids log cannot be made durable).
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
-        loop {
-            let batch = self
-                .consumer
-                .next_batch(self.max_batch, self.max_wait, &mut shutdown)
-                .await;
-            if batch.is_empty() {
-                if *shutdown.borrow() {
-                    break;
-                }
-                continue;
-            }
-            let t0 = Instant::now();
-            let complete = self.handle(&batch, &shutdown).await?;
-            self.log.sync()?;
-            if !complete {
-                break;
-            }
-            self.consumer.commit(&batch).await;
-            self.metrics.batch_done(WORKER, batch.len(), t0);
-        }
-        tracing::info!("email sender stopped");
-        Ok(())
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        run_batches(self, shutdown).await
     }
 
     /// Sends the batch's mails; false if shutdown interrupted it.
-    async fn handle(
+    async fn send_batch(
         &mut self,
         batch: &[Envelope],
         shutdown: &watch::Receiver<bool>,
@@ -285,6 +266,35 @@ impl<S: EventSource> EmailWorker<S> {
             .to(to)
             .subject(r.subject)
             .multipart(MultiPart::alternative_plain_html(r.text, r.html))
+    }
+}
+
+impl<S: EventSource> BatchWorker for EmailWorker<S> {
+    type Source = S;
+    const NAME: &'static str = WORKER;
+
+    fn source(&self) -> &S {
+        &self.consumer
+    }
+
+    fn batch_limits(&self) -> (usize, Duration) {
+        (self.max_batch, self.max_wait)
+    }
+
+    fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
+    }
+
+    /// Sends the batch's mails, then makes the sent-ids log durable (also
+    /// when shutdown cut the batch short: what was sent stays recorded).
+    async fn handle(
+        &mut self,
+        batch: &[Envelope],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, WorkerError> {
+        let complete = self.send_batch(batch, shutdown).await?;
+        self.log.sync()?;
+        Ok(complete)
     }
 }
 
