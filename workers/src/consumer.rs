@@ -246,6 +246,7 @@ impl GroupConsumer {
                 "topic.metadata.refresh.interval.ms",
                 cfg.metadata_refresh_ms.to_string(),
             )
+            .set("fetch.wait.max.ms", cfg.fetch_wait_max_ms.to_string())
             .set(
                 "reconnect.backoff.max.ms",
                 cfg.retry_max_ms.min(10_000).to_string(),
