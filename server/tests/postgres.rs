@@ -419,6 +419,16 @@ fn a_wrong_url_is_a_clear_start_up_error() {
     let out = serve(&format!("{base}/no_such_database"));
     assert!(!out.status.success());
     assert!(out.stderr.contains("no_such_database"), "{}", out.stderr);
+    // Wrong credentials: a role the server does not know.
+    let (scheme_and_user, host_and_db) = url.split_once('@').unwrap();
+    let (scheme, _) = scheme_and_user.split_once("//").unwrap();
+    let out = serve(&format!("{scheme}//no_such_role@{host_and_db}"));
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("role \"no_such_role\" does not exist"),
+        "{}",
+        out.stderr
+    );
     // Nothing configured at all.
     let out = support::run_to_exit(
         &["serve", "--data-dir", &dir],

@@ -239,7 +239,9 @@ impl WorkersConfig {
                 );
             }
         }
-        if self.chat_enabled() {
+        // A MongoDB URL is used for history reads even without Kafka (no
+        // persister then), so it is checked whenever it is set.
+        if !self.chat.mongo_url.is_empty() {
             let c = &self.chat;
             if !c.mongo_url.starts_with("mongodb://") && !c.mongo_url.starts_with("mongodb+srv://")
             {
@@ -291,6 +293,17 @@ mod tests {
         c.email.from = "not a mailbox".into();
         let e = c.validate().expect_err("bad from");
         assert!(e.to_string().contains("workers.email.from"), "{e}");
+    }
+
+    #[test]
+    fn a_mongo_url_is_checked_even_without_kafka() {
+        let mut c = WorkersConfig::default();
+        c.chat.mongo_url = "mongo://nowhere".into();
+        assert!(!c.chat_enabled());
+        let e = c.validate().expect_err("bad scheme");
+        assert!(e.to_string().contains("workers.chat.mongo_url"), "{e}");
+        c.chat.mongo_url = "mongodb://127.0.0.1:27017".into();
+        c.validate().expect("valid");
     }
 
     #[test]
