@@ -4,8 +4,13 @@
 //! DIR/shard-{id}/LOCK                          flock held while the journal is open
 //! DIR/shard-{id}/journal-{first_seq:020}.log   segments, named by their first record
 //! DIR/shard-{id}/snapshot-{seq:020}.snap       snapshots, named by the last record they cover
-//! DIR/shard-{id}/*.tmp                         a snapshot being written (removed at open)
+//! DIR/shard-{id}/spare.zero                    a zero-filled spare segment, ready (removed at open)
+//! DIR/shard-{id}/*.tmp                         a snapshot or spare being written (removed at open)
 //! ```
+//!
+//! A spare is renamed to `journal-{first_seq:020}.log` when the writer starts
+//! a segment (see `prealloc`). So a segment file may be longer than its
+//! records: what follows its last frame is then all zeros.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -18,6 +23,7 @@ const SEGMENT_SUFFIX: &str = ".log";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
 const SNAPSHOT_SUFFIX: &str = ".snap";
 const TMP_SUFFIX: &str = ".tmp";
+const SPARE_NAME: &str = "spare.zero";
 
 /// The journal directory of shard `shard` under the data directory `root`.
 pub fn shard_dir(root: &Path, shard: usize) -> PathBuf {
@@ -32,6 +38,11 @@ pub(crate) fn segment_path(dir: &Path, first_seq: Seq) -> PathBuf {
 /// Path of the snapshot covering records up to `seq`.
 pub(crate) fn snapshot_path(dir: &Path, seq: Seq) -> PathBuf {
     dir.join(format!("{SNAPSHOT_PREFIX}{seq:020}{SNAPSHOT_SUFFIX}"))
+}
+
+/// Path of the ready spare segment.
+pub(crate) fn spare_path(dir: &Path) -> PathBuf {
+    dir.join(SPARE_NAME)
 }
 
 /// Temporary path a file is written to before being renamed to `path`.
@@ -50,6 +61,8 @@ pub(crate) struct Listing {
     pub(crate) snapshots: Vec<(Seq, PathBuf)>,
     /// Leftover temporary files.
     pub(crate) temps: Vec<PathBuf>,
+    /// A ready spare segment, if one was left.
+    pub(crate) spare: Option<PathBuf>,
 }
 
 /// Parses `{prefix}{seq:020}{suffix}`.
@@ -72,6 +85,8 @@ pub(crate) fn list(dir: &Path) -> Result<Listing, Error> {
         let path = entry.path();
         if name.ends_with(TMP_SUFFIX) {
             out.temps.push(path);
+        } else if name == SPARE_NAME {
+            out.spare = Some(path);
         } else if let Some(seq) = parse(name, SEGMENT_PREFIX, SEGMENT_SUFFIX) {
             out.segments.push((seq, path));
         } else if let Some(seq) = parse(name, SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX) {
@@ -152,5 +167,18 @@ mod tests {
             None
         );
         assert!(tmp_path(&s).to_str().unwrap().ends_with(".snap.tmp"));
+    }
+
+    #[test]
+    fn a_spare_is_not_a_segment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        fs::write(spare_path(d), b"").unwrap();
+        fs::write(tmp_path(&spare_path(d)), b"").unwrap();
+        fs::write(segment_path(d, 1), b"").unwrap();
+        let l = list(d).unwrap();
+        assert_eq!(l.segments, vec![(1, segment_path(d, 1))]);
+        assert_eq!(l.spare, Some(spare_path(d)));
+        assert_eq!(l.temps, vec![tmp_path(&spare_path(d))]);
     }
 }

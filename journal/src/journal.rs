@@ -37,6 +37,7 @@ use slab::Slab;
 use crate::frame;
 use crate::options::{JournalOptions, Medium, PgOptions};
 use crate::pg;
+use crate::prealloc::Preallocator;
 use crate::recovery::{self, Recovered};
 use crate::stats::{JournalStats, StatsView};
 use crate::writer::{Cmd, Writer};
@@ -185,6 +186,18 @@ impl<R> Journal<R> {
         let (handle, recovered, snapshot_seq, next_seq) = match &opts.medium {
             Medium::Files => {
                 let outcome = recovery::recover::<R>(&dir)?;
+                let spares = if opts.preallocate {
+                    Some(Preallocator::start(
+                        &dir,
+                        shard,
+                        opts.segment_size,
+                        opts.sync,
+                        unpin,
+                        stats.clone(),
+                    )?)
+                } else {
+                    None
+                };
                 let writer = Writer::new(
                     dir.clone(),
                     opts.sync,
@@ -194,6 +207,7 @@ impl<R> Journal<R> {
                     outcome.segments,
                     outcome.snapshot_seq,
                     outcome.next_seq,
+                    spares,
                 )?;
                 let handle = spawn(format!("journal-{shard}"), Box::new(move || writer.run(rx)))?;
                 (

@@ -19,11 +19,14 @@
 //!   hands batches to the writer thread, snapshots, `close`.
 //! - `writer`: the writer thread: one write + fdatasync per batch, segment
 //!   rotation, removal of what a snapshot covers, poisoning on I/O errors.
+//! - `prealloc`: the preallocator thread: keeps one zero-filled spare
+//!   segment ready, so that batches overwrite instead of growing the file.
 //! - [`pg`]: the PostgreSQL medium: its writer thread (tokio current-thread
 //!   runtime + one connection, retries with backoff), recovery and durable
 //!   reads from rows, [`pg::migrate`] (embedded `journal/migrations`).
 //! - `recovery`: [`Recovered`] and the start-up scan: snapshot + segments,
-//!   torn-tail truncation, [`Error::Corrupt`] for damage before the tail.
+//!   zero tails of preallocated segments, torn-tail truncation,
+//!   [`Error::Corrupt`] for damage before the tail.
 //! - `frame`: the record frame `[crc32c][len|flags][seq][payload][pad]`.
 //! - [`Snapshot`]: the snapshot file format.
 //! - `dir`: file names, directory listing, locking, directory fsync.
@@ -57,7 +60,9 @@
 //! `DIR/shard-{id}/journal-{first_seq:020}.log` segments and
 //! `DIR/shard-{id}/snapshot-{seq:020}.snap`; a snapshot at seq S contains the
 //! effect of records `1..=S`, and segments whose records are all `<= S` are
-//! removed once it is durable.
+//! removed once it is durable. A segment may end in zeros after its last
+//! record (it was preallocated); `DIR/shard-{id}/spare.zero` is the next
+//! one, ready.
 //!
 //! # In PostgreSQL
 //! Tables `journal_batches(shard, first_seq, last_seq, frames)`,
@@ -70,6 +75,7 @@ mod frame;
 mod journal;
 mod options;
 pub mod pg;
+mod prealloc;
 mod recovery;
 mod snapshot;
 mod stats;

@@ -20,10 +20,21 @@ pub struct JournalOptions {
     pub max_record_size: usize,
     /// Initial capacity of the shard-side batch buffer. Default 64 KiB.
     pub batch_capacity: usize,
-    /// Let the writer and snapshot threads run on every core the process may
-    /// use, instead of inheriting the pinning of the shard thread that opened
+    /// Let the writer, snapshot and preallocator threads run on every core
+    /// the process may use (snapshots and preallocation at the lowest
+    /// priority), instead of inheriting the pinning of the shard thread that opened
     /// the journal. Default true.
     pub unpin_threads: bool,
+    /// Keep one zero-filled spare segment of `segment_size` bytes ready,
+    /// written by a background thread (nice 19, paced), and start each new
+    /// segment from it: batches then overwrite blocks already written and
+    /// synced, and an fdatasync has no file size to commit (on ext4 that
+    /// saves a journal commit: ~30 % less fdatasync time, ADR-0013). Costs
+    /// every segment byte written twice (once as zeros, off the commit
+    /// path) and one more segment's worth of disk per journal. When no
+    /// spare is ready at a rotation the new segment grows as it does
+    /// without; the writer never waits. Default true. Files only.
+    pub preallocate: bool,
     /// Where batches and snapshots go. Default: segment files.
     pub medium: Medium,
 }
@@ -36,6 +47,7 @@ impl Default for JournalOptions {
             max_record_size: 16 << 20,
             batch_capacity: 64 << 10,
             unpin_threads: true,
+            preallocate: true,
             medium: Medium::Files,
         }
     }

@@ -89,17 +89,16 @@ fn header(seq: Seq, payload: &[u8]) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Writes the snapshot for `seq` durably (temp file, fdatasync, rename,
-/// directory fsync; the syncs are skipped when `sync` is false).
 /// Bytes of a snapshot written between two writeback steps.
 const WRITEBACK_CHUNK: usize = 4 << 20;
 
-/// Starts writeback of the chunk just written and waits for the one before
-/// it, so a snapshot of hundreds of MB never has more than two chunks
-/// queued at the disk: the journal's fdatasyncs (the shard's commit
-/// latency) interleave with it instead of waiting behind one huge flush at
-/// the end. Linux only; best effort (the final fdatasync is what counts).
-fn paced_writeback(file: &File, offset: u64, len: u64) {
+/// Starts writeback of the chunk just written (`len` bytes at `offset`) and
+/// waits for the `window` bytes before it, so a file of hundreds of MB
+/// (a snapshot, a spare segment) never has more than two chunks queued at
+/// the disk: the journal's fdatasyncs (the shard's commit latency)
+/// interleave with it instead of waiting behind one huge flush at the end.
+/// Linux only; best effort (the final fsync is what counts).
+pub(crate) fn paced_writeback(file: &File, offset: u64, len: u64, window: u64) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd as _;
@@ -112,7 +111,7 @@ fn paced_writeback(file: &File, offset: u64, len: u64) {
                 len as libc::off64_t,
                 libc::SYNC_FILE_RANGE_WRITE,
             );
-            let previous = offset.saturating_sub(WRITEBACK_CHUNK as u64);
+            let previous = offset.saturating_sub(window);
             if previous < offset {
                 libc::sync_file_range(
                     fd,
@@ -126,9 +125,11 @@ fn paced_writeback(file: &File, offset: u64, len: u64) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
+    let _ = (file, offset, len, window);
 }
 
+/// Writes the snapshot for `seq` durably (temp file, fdatasync, rename,
+/// directory fsync; the syncs are skipped when `sync` is false).
 pub(crate) fn write(dir: &Path, seq: Seq, payload: &[u8], sync: bool) -> Result<(), Error> {
     let path = dir::snapshot_path(dir, seq);
     let tmp = dir::tmp_path(&path);
@@ -141,7 +142,7 @@ pub(crate) fn write(dir: &Path, seq: Seq, payload: &[u8], sync: bool) -> Result<
         file.write_all(chunk)
             .map_err(|e| Error::io("write", &tmp, e))?;
         if sync {
-            paced_writeback(&file, written, chunk.len() as u64);
+            paced_writeback(&file, written, chunk.len() as u64, WRITEBACK_CHUNK as u64);
         }
         written += chunk.len() as u64;
     }

@@ -31,8 +31,21 @@ pub struct JournalStats {
     pub fdatasyncs: AtomicU64,
     /// Total time spent in segment fdatasyncs, in microseconds (writer thread).
     pub fdatasync_micros: AtomicU64,
-    /// Segments created (writer thread).
+    /// Segments created (writer thread): `segments_preallocated +
+    /// segments_grown`.
     pub segments_created: AtomicU64,
+    /// Segments started from a ready zero-filled spare (writer thread):
+    /// their batches overwrite written blocks, so an fdatasync has no file
+    /// size change to commit.
+    pub segments_preallocated: AtomicU64,
+    /// Segments started as empty files that every batch grows, because no
+    /// spare was ready (the preallocator fell behind, or preallocation is
+    /// off) (writer thread).
+    pub segments_grown: AtomicU64,
+    /// True while a zero-filled spare segment is ready for the next
+    /// rotation (set by the preallocator thread once the spare is durable,
+    /// cleared by the writer thread when it takes it).
+    pub spare_ready: AtomicBool,
     /// Segments removed after a snapshot covered them (writer thread).
     pub segments_removed: AtomicU64,
     /// Snapshots made durable (writer thread).
@@ -51,6 +64,9 @@ impl Default for JournalStats {
             fdatasyncs: AtomicU64::new(0),
             fdatasync_micros: AtomicU64::new(0),
             segments_created: AtomicU64::new(0),
+            segments_preallocated: AtomicU64::new(0),
+            segments_grown: AtomicU64::new(0),
+            spare_ready: AtomicBool::new(false),
             segments_removed: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
         }
@@ -78,6 +94,12 @@ pub struct StatsView {
     pub fdatasync_micros: u64,
     /// See [`JournalStats::segments_created`].
     pub segments_created: u64,
+    /// See [`JournalStats::segments_preallocated`].
+    pub segments_preallocated: u64,
+    /// See [`JournalStats::segments_grown`].
+    pub segments_grown: u64,
+    /// See [`JournalStats::spare_ready`].
+    pub spare_ready: bool,
     /// See [`JournalStats::segments_removed`].
     pub segments_removed: u64,
     /// See [`JournalStats::snapshots`].
@@ -104,6 +126,9 @@ impl JournalStats {
             fdatasyncs: g(&self.fdatasyncs),
             fdatasync_micros: g(&self.fdatasync_micros),
             segments_created: g(&self.segments_created),
+            segments_preallocated: g(&self.segments_preallocated),
+            segments_grown: g(&self.segments_grown),
+            spare_ready: self.spare_ready.load(Ordering::Acquire),
             segments_removed: g(&self.segments_removed),
             snapshots: g(&self.snapshots),
         }

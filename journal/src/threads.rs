@@ -4,8 +4,9 @@
 //! (the writer, a snapshot writer or builder) would be pinned to the shard's
 //! core and take CPU time from the shard's requests. [`leave_shard_core`]
 //! lets it run on any core of the process instead, and [`run_in_background`]
-//! also drops it to the lowest priority, for work that can wait (snapshots):
-//! it then runs in idle time and gets only a small share of a busy core.
+//! also drops it to the lowest priority, for work that can wait (snapshots,
+//! spare segments): it then runs in idle time and gets only a small share
+//! of a busy core.
 
 /// Lets the calling thread run on every CPU the process may use (the main
 /// thread's affinity) instead of the single core its creator was pinned to.

@@ -1,14 +1,22 @@
 //! The writer thread: one per journal, the only code that writes segments.
 //!
 //! It receives whole batches (every frame a shard appended since its previous
-//! hand-off) and turns each into exactly one `write` + one `fdatasync`, then
-//! answers the batch's oneshot and hands the buffer back for reuse. Batches
-//! arrive in sequence order over one channel and are written in that order,
-//! each synced before the next is written: so a later write group on disk
-//! proves the earlier ones were synced (recovery relies on it).
+//! hand-off) and turns each into exactly one positioned write (at the
+//! segment's logical end) + one `fdatasync`, then answers the batch's
+//! oneshot and hands the buffer back for reuse. Batches arrive in sequence
+//! order over one channel and are written in that order, each synced before
+//! the next is written: so a later write group on disk proves the earlier
+//! ones were synced (recovery relies on it).
 //!
-//! Segments rotate between batches. After a snapshot becomes durable the
-//! writer removes the older snapshot and every segment the new one covers.
+//! Segments rotate between batches. A new segment is, when one is ready, the
+//! zero-filled spare that the preallocator thread prepared (see `prealloc`):
+//! batches then overwrite written blocks and the file's size stays put, so
+//! an fdatasync has no size change to commit. Otherwise it is a new empty
+//! file that every batch grows. Either way a segment's records end at its
+//! logical length (`SegmentMeta::len`), which can be below the file's size;
+//! what follows is zeros, and recovery treats it as a clean end. After a
+//! snapshot becomes durable the writer removes the older snapshot and every
+//! segment the new one covers.
 //!
 //! Any write or fdatasync error poisons the writer: after a failed fdatasync
 //! the page cache may have dropped the dirty pages, so retrying could report
@@ -17,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -25,6 +33,7 @@ use std::time::Instant;
 
 use futures::channel::oneshot;
 
+use crate::prealloc::Preallocator;
 use crate::recovery::SegmentMeta;
 use crate::stats::JournalStats;
 use crate::{Error, Seq, dir};
@@ -68,13 +77,17 @@ pub(crate) struct Writer {
     current: Option<Current>,
     snapshot_seq: Seq,
     failed: Option<Arc<Error>>,
+    /// Prepares spare segments (`None`: preallocation off). Dropped with
+    /// the writer, which stops its thread.
+    spares: Option<Preallocator>,
     /// Holds the directory lock for as long as the journal is open.
     _lock: File,
 }
 
 impl Writer {
-    /// Continues from what recovery left: the last segment stays open for
-    /// appending when the next record continues it and it has room.
+    /// Continues from what recovery left: the last segment stays open, and
+    /// the next batch goes at its logical length, when the next record
+    /// continues it and it has room.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         dir: PathBuf,
@@ -85,6 +98,7 @@ impl Writer {
         segments: Vec<SegmentMeta>,
         snapshot_seq: Seq,
         next_seq: Seq,
+        spares: Option<Preallocator>,
     ) -> Result<Self, Error> {
         let mut closed: VecDeque<SegmentMeta> = segments.into();
         let mut current = None;
@@ -94,7 +108,7 @@ impl Writer {
         {
             let meta = closed.pop_back().expect("checked");
             let file = OpenOptions::new()
-                .append(true)
+                .write(true)
                 .open(&meta.path)
                 .map_err(|e| Error::io("open", &meta.path, e))?;
             current = Some(Current { file, meta });
@@ -108,6 +122,7 @@ impl Writer {
             current,
             snapshot_seq,
             failed: None,
+            spares,
             _lock: lock,
         })
     }
@@ -162,7 +177,7 @@ impl Writer {
         let cur = self.current.as_mut().expect("a segment is open");
         let created = cur.meta.len == 0;
         cur.file
-            .write_all(bytes)
+            .write_all_at(bytes, cur.meta.len)
             .map_err(|e| Error::io("write", &cur.meta.path, e))?;
         JournalStats::bump(&self.stats.writes, 1);
         JournalStats::bump(&self.stats.bytes_written, bytes.len() as u64);
@@ -183,17 +198,28 @@ impl Writer {
         Ok(())
     }
 
-    /// Closes the current segment and creates `journal-{first}.log`.
+    /// Closes the current segment and starts `journal-{first}.log`: the
+    /// ready spare renamed, or else a new empty file. Its directory entry
+    /// becomes durable with the first batch (see `write_batch`).
     fn rotate(&mut self, first: Seq) -> Result<(), Error> {
         if let Some(c) = self.current.take() {
             self.closed.push_back(c.meta);
         }
         let path = dir::segment_path(&self.dir, first);
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
+        let file = match self.spares.as_ref().and_then(|p| p.take(&path)) {
+            Some(file) => {
+                JournalStats::bump(&self.stats.segments_preallocated, 1);
+                file
+            }
+            None => {
+                JournalStats::bump(&self.stats.segments_grown, 1);
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("create", &path, e))?
+            }
+        };
         tracing::debug!(file = %path.display(), "journal: new segment");
         JournalStats::bump(&self.stats.segments_created, 1);
         self.current = Some(Current {

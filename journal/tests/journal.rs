@@ -5,8 +5,9 @@ mod common;
 
 use std::cell::RefCell;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use common::{Event, Rng, event, opts, run, segments, shard0, snapshots};
 use rayltics_journal::{Error, Journal, JournalOptions, Recovered};
@@ -276,13 +277,35 @@ fn damaged_last_record_and_garbage_after_the_end_are_torn_tails() {
         assert_records(&rec, 1, 9);
         assert_eq!(rec.torn_tail().unwrap().offset, offs[9]);
     }
-    // Zeros after the last record (a preallocated or half-persisted tail).
+    // Garbage after the last record, even followed by zeros (a torn write
+    // into a preallocated tail).
+    let mut b = bytes.clone();
+    b.extend([0xa5u8; 40]);
+    b.extend(std::iter::repeat_n(0u8, 4096));
+    fs::write(&seg, &b).unwrap();
+    {
+        let (_j, rec) = J::open(tmp.path(), 0, JournalOptions::default()).unwrap();
+        assert_records(&rec, 1, 10);
+        assert_eq!(rec.torn_tail().unwrap().offset, offs[10]);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), offs[10], "cut");
+    }
+    // Zeros alone after the last record (a preallocated tail, or the pages
+    // of an unsynced write that never reached the disk) are a clean end:
+    // nothing is cut, and the next record goes right after the last one.
     let mut b = bytes.clone();
     b.extend(std::iter::repeat_n(0u8, 4096));
     fs::write(&seg, &b).unwrap();
+    {
+        let (j, rec) = J::open(tmp.path(), 0, JournalOptions::default()).unwrap();
+        assert_records(&rec, 1, 10);
+        assert!(rec.torn_tail().is_none());
+        assert_eq!(fs::metadata(&seg).unwrap().len(), b.len() as u64);
+        j.append(&event(11)).unwrap();
+        j.commit_blocking().unwrap();
+    }
     let (_j, rec) = J::open(tmp.path(), 0, JournalOptions::default()).unwrap();
-    assert_records(&rec, 1, 10);
-    assert_eq!(rec.torn_tail().unwrap().offset, offs[10]);
+    assert_records(&rec, 1, 11);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), b.len() as u64);
 }
 
 #[test]
@@ -589,6 +612,7 @@ fn read_durable_sees_the_snapshot_and_records_up_to_a_seq_without_touching_files
         }
         j.write_snapshot(300, vec![7u8; 16]).await.unwrap();
         let dir = shard0(&r);
+        // (The preallocator's spare files come and go on their own.)
         let listing = |d: &Path| {
             let mut v: Vec<_> = fs::read_dir(d)
                 .unwrap()
@@ -596,6 +620,7 @@ fn read_durable_sees_the_snapshot_and_records_up_to_a_seq_without_touching_files
                     let e = e.unwrap();
                     (e.file_name(), e.metadata().unwrap().len())
                 })
+                .filter(|(name, _)| !name.to_str().unwrap().starts_with("spare."))
                 .collect();
             v.sort();
             v
@@ -617,4 +642,295 @@ fn read_durable_sees_the_snapshot_and_records_up_to_a_seq_without_touching_files
         j.commit().await.unwrap();
         j.close().await.unwrap();
     });
+}
+
+// Preallocated segments (the spare the preallocator thread keeps ready).
+
+/// `opts().segment_size`.
+const SEGMENT: u64 = 16 << 10;
+
+/// Waits until `j` has a spare segment ready.
+fn wait_for_spare(j: &J) {
+    let t = Instant::now();
+    while !j.stats_view().spare_ready {
+        assert!(t.elapsed() < Duration::from_secs(30), "no spare after 30 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Number of records from `first` on whose frames fill at least one
+/// segment.
+fn records_per_segment(first: u64) -> u64 {
+    let offs = frame_offsets(first..first + SEGMENT / 16);
+    offs.iter().position(|&o| o >= SEGMENT).unwrap() as u64
+}
+
+/// Appends `n` records from `first` on as one write group; returns the
+/// next record's id.
+fn append_group(j: &J, first: u64, n: u64) -> u64 {
+    for i in first..first + n {
+        assert_eq!(j.append(&event(i)).unwrap(), i);
+    }
+    j.commit_blocking().unwrap();
+    first + n
+}
+
+/// A journal (16 KiB segments, preallocation on) whose only segment is full
+/// (records `1..first`, written without preallocation) and whose spare is
+/// ready: its next batch starts a preallocated segment at `first`.
+fn with_a_spare_ready(root: &Path) -> (J, u64) {
+    {
+        let o = JournalOptions {
+            preallocate: false,
+            ..opts()
+        };
+        let (j, _) = J::open(root, 0, o).unwrap();
+        append_group(&j, 1, records_per_segment(1));
+    }
+    let (j, rec) = open(root);
+    let first = rec.last_seq() + 1;
+    wait_for_spare(&j);
+    (j, first)
+}
+
+fn file_len(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().len()
+}
+
+#[test]
+fn a_preallocated_segment_recovers_with_its_zero_tail_and_appends_continue_in_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = shard0(tmp.path());
+    let (j, first) = with_a_spare_ready(tmp.path());
+    let mut next = first;
+    for _ in 0..10 {
+        next = append_group(&j, next, 1);
+    }
+    let s = j.stats_view();
+    assert_eq!((s.segments_preallocated, s.segments_grown), (1, 0), "{s:?}");
+    drop(j);
+    let segs = segments(&dir);
+    assert_eq!(segs.len(), 2);
+    let seg = dir.join(format!("journal-{first:020}.log"));
+    assert_eq!(segs[1], seg);
+    let offs = frame_offsets(first..next);
+    let logical = offs[10] as usize;
+    let bytes = fs::read(&seg).unwrap();
+    assert_eq!(bytes.len() as u64, SEGMENT, "the spare's size");
+    assert!(bytes[logical..].iter().all(|&b| b == 0), "a zero tail");
+
+    {
+        let (j, rec) = open(tmp.path());
+        assert_records(&rec, 1, next - 1);
+        assert!(rec.torn_tail().is_none(), "a zero tail is a clean end");
+        assert_eq!(file_len(&seg), SEGMENT, "nothing cut");
+        append_group(&j, next, 5);
+    }
+    assert_eq!(segments(&dir), segs, "appended into the same segment");
+    let bytes = fs::read(&seg).unwrap();
+    assert_eq!(bytes.len() as u64, SEGMENT);
+    // Record `next` starts exactly at the old logical end.
+    assert_eq!(bytes[logical + 8..logical + 16], next.to_le_bytes());
+    let (_j, rec) = open(tmp.path());
+    assert_records(&rec, 1, next + 4);
+    assert!(rec.torn_tail().is_none());
+}
+
+#[test]
+fn rotation_takes_the_ready_spare_and_a_new_one_is_prepared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = shard0(tmp.path());
+    let (j, first) = with_a_spare_ready(tmp.path());
+    let mut next = first;
+    for round in 0..4 {
+        if round > 0 {
+            wait_for_spare(&j);
+        }
+        // One batch that fills the segment: the next batch rotates.
+        next = append_group(&j, next, records_per_segment(next));
+    }
+    wait_for_spare(&j);
+    next = append_group(&j, next, 3);
+    let s = j.stats_view();
+    assert_eq!(
+        (
+            s.segments_created,
+            s.segments_preallocated,
+            s.segments_grown
+        ),
+        (5, 5, 0),
+        "{s:?}"
+    );
+    drop(j);
+    let segs = segments(&dir);
+    assert_eq!(segs.len(), 6);
+    // Full segments: the batch that filled the spare went past its end.
+    for seg in &segs[1..5] {
+        assert!(file_len(seg) >= SEGMENT, "{}", seg.display());
+    }
+    // The last holds 3 records in a spare's worth of bytes.
+    let last = segs.last().unwrap();
+    assert_eq!(file_len(last), SEGMENT);
+    let (_j, rec) = open(tmp.path());
+    assert_records(&rec, 1, next - 1);
+    assert!(rec.torn_tail().is_none());
+}
+
+#[test]
+fn without_preallocation_segments_grow_as_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = shard0(tmp.path());
+    let o = JournalOptions {
+        preallocate: false,
+        ..opts()
+    };
+    let mut next = 1;
+    {
+        let (j, _) = J::open(tmp.path(), 0, o.clone()).unwrap();
+        for _ in 0..4 {
+            next = append_group(&j, next, records_per_segment(next));
+            std::thread::sleep(Duration::from_millis(20)); // time a spare would take
+        }
+        next = append_group(&j, next, 3);
+        let s = j.stats_view();
+        assert_eq!(
+            (
+                s.segments_created,
+                s.segments_preallocated,
+                s.segments_grown
+            ),
+            (5, 0, 5),
+            "{s:?}"
+        );
+    }
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("spare.")), "{names:?}");
+    let segs = segments(&dir);
+    let last = segs.last().unwrap();
+    let first_of_last = next - 3;
+    assert_eq!(file_len(last), frame_offsets(first_of_last..next)[3]);
+    let (_j, rec) = J::open(tmp.path(), 0, o).unwrap();
+    assert_records(&rec, 1, next - 1);
+}
+
+/// Writes records `first..first + 5` as single groups and then
+/// `first + 5..first + 8` as one group into a preallocated segment; returns
+/// its path, bytes and frame offsets.
+fn preallocated_groups(root: &Path) -> (PathBuf, Vec<u8>, Vec<u64>, u64) {
+    let (j, first) = with_a_spare_ready(root);
+    let mut next = first;
+    for _ in 0..5 {
+        next = append_group(&j, next, 1);
+    }
+    append_group(&j, next, 3);
+    assert_eq!(j.stats_view().segments_preallocated, 1);
+    drop(j);
+    let seg = segments(&shard0(root)).pop().unwrap();
+    let bytes = fs::read(&seg).unwrap();
+    assert_eq!(bytes.len() as u64, SEGMENT);
+    (seg, bytes, frame_offsets(first..first + 8), first)
+}
+
+#[test]
+fn a_torn_write_into_a_preallocated_segment_is_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (seg, bytes, offs, first) = preallocated_groups(tmp.path());
+    let last_group = offs[5] as usize..offs[8] as usize;
+
+    // Garbage where the last write began, zeros after it.
+    let mut b = bytes.clone();
+    b[last_group.clone()].fill(0);
+    b[last_group.start..last_group.start + 40].fill(0x5a);
+    fs::write(&seg, &b).unwrap();
+    {
+        let (j, rec) = open(tmp.path());
+        assert_records(&rec, 1, first + 4);
+        let torn = rec.torn_tail().expect("torn tail");
+        assert_eq!((torn.offset, torn.discarded), (offs[5], SEGMENT - offs[5]));
+        assert_eq!(file_len(&seg), offs[5], "cut as without preallocation");
+        append_group(&j, first + 5, 1);
+    }
+    let (_j, rec) = open(tmp.path());
+    assert_records(&rec, 1, first + 5);
+    drop((_j, rec));
+
+    // Valid frames of the last write, then one whose second half never
+    // reached the disk (zeros, like the rest of the spare).
+    let mut b = bytes.clone();
+    b[offs[7] as usize + 20..].fill(0);
+    fs::write(&seg, &b).unwrap();
+    let (_j, rec) = open(tmp.path());
+    assert_records(&rec, 1, first + 6);
+    assert_eq!(rec.torn_tail().unwrap().offset, offs[7]);
+    assert_eq!(file_len(&seg), offs[7]);
+}
+
+#[test]
+fn damage_followed_by_a_later_write_in_a_preallocated_segment_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (seg, bytes, offs, first) = preallocated_groups(tmp.path());
+    let mut b = bytes.clone();
+    b[offs[1] as usize + 20] ^= 0x08; // record first + 1; groups follow it
+    fs::write(&seg, &b).unwrap();
+    let err = open_err(tmp.path());
+    match &err {
+        Error::Corrupt { file, offset, .. } => assert_eq!((file, *offset), (&seg, offs[1])),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("in record {}", first + 1)) && msg.contains("later write follows"),
+        "{msg}"
+    );
+    assert_eq!(fs::read(&seg).unwrap(), b, "nothing truncated");
+}
+
+#[test]
+fn a_zero_tail_in_an_earlier_segment_is_a_clean_end_for_recovery_and_read_durable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = shard0(tmp.path());
+    let (j, first) = with_a_spare_ready(tmp.path());
+    let next = append_group(&j, first, 3);
+    drop(j);
+    // Reopened with smaller segments, the preallocated one counts as full:
+    // it is closed with its zero tail and a new segment follows.
+    let small = JournalOptions {
+        segment_size: 256,
+        ..opts()
+    };
+    let next = {
+        let (j, _) = J::open(tmp.path(), 0, small).unwrap();
+        append_group(&j, next, 3)
+    };
+    let segs = segments(&dir);
+    assert_eq!(segs.len(), 3);
+    assert_eq!(file_len(&segs[1]), SEGMENT);
+    let (j, rec) = open(tmp.path());
+    assert_records(&rec, 1, next - 1);
+    assert!(rec.torn_tail().is_none());
+    assert_eq!(file_len(&segs[1]), SEGMENT, "nothing cut");
+    drop(rec);
+    let rec = rayltics_journal::read_durable::<Event>(&dir, next - 1).unwrap();
+    assert_records(&rec, 1, next - 1);
+    let rec = j.durable_reader().read::<Event>(next - 2).unwrap();
+    assert_records(&rec, 1, next - 2);
+}
+
+#[test]
+fn a_spare_left_at_open_is_replaced_by_a_fresh_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = shard0(tmp.path());
+    drop(open(tmp.path()));
+    // Not all zeros: what a crash between the writer's rename of the spare
+    // and its directory fsync can leave under the spare's name.
+    fs::write(dir.join("spare.zero"), vec![0x77u8; SEGMENT as usize]).unwrap();
+    let (j, _) = open(tmp.path());
+    wait_for_spare(&j);
+    let spare = fs::read(dir.join("spare.zero")).unwrap();
+    assert_eq!(spare.len() as u64, SEGMENT);
+    assert!(spare.iter().all(|&b| b == 0));
+    drop(j);
 }

@@ -7,7 +7,9 @@
 //! random moment, reopens the journal and checks that every acknowledged
 //! record is there (in the snapshot or after it), intact. Several rounds run
 //! on the same directory, so later children recover what earlier ones left,
-//! torn tails included.
+//! torn tails included. Rounds alternate segment preallocation on and off,
+//! so torn writes land in preallocated (zero-tailed) and growing segments,
+//! and each kind is recovered and continued by the other.
 
 mod common;
 
@@ -21,6 +23,7 @@ use common::{Event, Rng, run};
 use rayltics_journal::{Error, Journal, JournalOptions};
 
 const CHILD_ENV: &str = "RAYLTICS_JOURNAL_KILL9_CHILD_DIR";
+const PREALLOCATE_ENV: &str = "RAYLTICS_JOURNAL_KILL9_PREALLOCATE";
 const TEST_NAME: &str = "kill9_loses_nothing_acknowledged";
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
@@ -42,9 +45,10 @@ fn record(seq: u64) -> Event {
     e
 }
 
-fn options() -> JournalOptions {
+fn options(preallocate: bool) -> JournalOptions {
     JournalOptions {
         segment_size: 256 << 10,
+        preallocate,
         ..JournalOptions::default()
     }
 }
@@ -52,7 +56,8 @@ fn options() -> JournalOptions {
 #[test]
 fn kill9_loses_nothing_acknowledged() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
-        child(Path::new(&dir));
+        let preallocate = std::env::var(PREALLOCATE_ENV).is_ok_and(|v| v == "1");
+        child(Path::new(&dir), preallocate);
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -62,9 +67,11 @@ fn kill9_loses_nothing_acknowledged() {
     let mut torn = 0;
     let mut prev_last = 0;
     for round in 0..8 {
+        let preallocate = round % 2 == 0;
         let mut child = Command::new(&exe)
             .args([TEST_NAME, "--exact", "--nocapture", "--test-threads", "1"])
             .env(CHILD_ENV, tmp.path())
+            .env(PREALLOCATE_ENV, if preallocate { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -94,7 +101,8 @@ fn kill9_loses_nothing_acknowledged() {
         child.wait().unwrap();
         let acked = reader.join().unwrap();
 
-        let (j, rec) = Journal::<Event>::open(tmp.path(), 0, options()).unwrap_or_else(|e| {
+        let reopen = options(!preallocate);
+        let (j, rec) = Journal::<Event>::open(tmp.path(), 0, reopen).unwrap_or_else(|e| {
             panic!("round {round}: reopening after kill -9 failed: {e}");
         });
         let snap_seq = match rec.snapshot() {
@@ -124,8 +132,8 @@ fn kill9_loses_nothing_acknowledged() {
             torn += 1;
         }
         eprintln!(
-            "round {round}: {} acknowledged (max {max_acked}), recovered up to {last} \
-             (snapshot {snap_seq}, {} records after it), torn tail: {:?}",
+            "round {round} (preallocate {preallocate}): {} acknowledged (max {max_acked}), \
+             recovered up to {last} (snapshot {snap_seq}, {} records after it), torn tail: {:?}",
             acked.len(),
             rec.len(),
             rec.torn_tail().map(|t| t.offset)
@@ -139,9 +147,9 @@ fn kill9_loses_nothing_acknowledged() {
 }
 
 /// The child: recover, then append + commit from 8 tasks until killed.
-fn child(root: &Path) {
+fn child(root: &Path, preallocate: bool) {
     run(async {
-        let (j, rec) = match Journal::<Event>::open(root, 0, options()) {
+        let (j, rec) = match Journal::<Event>::open(root, 0, options(preallocate)) {
             Ok(x) => x,
             Err(Error::Locked { .. }) => panic!("child: journal still locked"),
             Err(e) => panic!("child: open failed: {e}"),
