@@ -224,6 +224,13 @@ pub struct JournalConfig {
     pub snapshot_every_records: u64,
     /// Start a new segment file after this many bytes.
     pub segment_bytes: u64,
+    /// Keep one zero-filled spare segment (`segment_bytes`) ready, written
+    /// in the background, and start each new segment from it: commits then
+    /// overwrite instead of growing the file, so an fdatasync has no size
+    /// change to commit (~30 % less fdatasync time here, ADR-0013). Costs every journal byte
+    /// written twice (once as zeros) and one more segment of disk per shard;
+    /// when the spare is not ready in time, a segment grows as without it.
+    pub preallocate_segments: bool,
 }
 
 /// WebSocket chat and notifications (`GET /ws`).
@@ -344,6 +351,7 @@ impl Default for JournalConfig {
             fsync: true,
             snapshot_every_records: 1_000_000,
             segment_bytes: 64 << 20,
+            preallocate_segments: true,
         }
     }
 }
@@ -647,6 +655,7 @@ impl Config {
         rayltics_journal::JournalOptions {
             sync: j.fsync,
             segment_size: j.segment_bytes,
+            preallocate: j.preallocate_segments,
             medium: match self.storage {
                 Storage::Journal => rayltics_journal::Medium::Files,
                 Storage::Postgres => rayltics_journal::Medium::Postgres(self.postgres.pg_options()),

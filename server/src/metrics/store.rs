@@ -39,7 +39,7 @@ impl StoreMetrics {
         let m = StoreMetrics {
             journal: counters(
                 "journal_events_total",
-                "Journal activity by kind: records appended, batches written (one write + one fdatasync each, or one PostgreSQL transaction), bytes written, snapshots, retries (PostgreSQL: failed batch or reconnect attempts, retried).",
+                "Journal activity by kind: records appended, batches written (one write + one fdatasync each, or one PostgreSQL transaction), bytes written, snapshots, retries (PostgreSQL: failed batch or reconnect attempts, retried), segments started from a zero-filled spare (segments_preallocated) or as growing files because none was ready (segments_grown).",
                 &["shard", "kind"],
             ),
             fdatasync_seconds: CounterVec::new(
@@ -111,6 +111,8 @@ impl StoreMetrics {
                 ("fdatasyncs", v.fdatasyncs),
                 ("snapshots", v.snapshots),
                 ("retries", v.retries),
+                ("segments_preallocated", v.segments_preallocated),
+                ("segments_grown", v.segments_grown),
             ] {
                 advance(
                     &self.journal.with_label_values(&[shard.as_str(), kind]),
