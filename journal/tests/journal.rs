@@ -650,6 +650,20 @@ fn read_durable_sees_the_snapshot_and_records_up_to_a_seq_without_touching_files
 const SEGMENT: u64 = 16 << 10;
 
 /// Waits until `j` has a spare segment ready.
+/// Asserts the journal's (created, preallocated, grown) segment counts.
+fn assert_segment_counts(j: &J, want: (u64, u64, u64)) {
+    let s = j.stats_view();
+    assert_eq!(
+        (
+            s.segments_created,
+            s.segments_preallocated,
+            s.segments_grown
+        ),
+        want,
+        "{s:?}"
+    );
+}
+
 fn wait_for_spare(j: &J) {
     let t = Instant::now();
     while !j.stats_view().spare_ready {
@@ -751,16 +765,7 @@ fn rotation_takes_the_ready_spare_and_a_new_one_is_prepared() {
     }
     wait_for_spare(&j);
     next = append_group(&j, next, 3);
-    let s = j.stats_view();
-    assert_eq!(
-        (
-            s.segments_created,
-            s.segments_preallocated,
-            s.segments_grown
-        ),
-        (5, 5, 0),
-        "{s:?}"
-    );
+    assert_segment_counts(&j, (5, 5, 0));
     drop(j);
     let segs = segments(&dir);
     assert_eq!(segs.len(), 6);
@@ -792,16 +797,7 @@ fn without_preallocation_segments_grow_as_before() {
             std::thread::sleep(Duration::from_millis(20)); // time a spare would take
         }
         next = append_group(&j, next, 3);
-        let s = j.stats_view();
-        assert_eq!(
-            (
-                s.segments_created,
-                s.segments_preallocated,
-                s.segments_grown
-            ),
-            (5, 0, 5),
-            "{s:?}"
-        );
+        assert_segment_counts(&j, (5, 0, 5));
     }
     let names: Vec<_> = fs::read_dir(&dir)
         .unwrap()
