@@ -17,7 +17,7 @@ mod stock;
 mod users;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
@@ -25,6 +25,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::change::Change;
 use crate::clock::Millis;
+use crate::ids::{OrderKey, order_key};
 use crate::model::{
     EventRec, IdempotencyRec, OrderRec, OrderStatus, ProductRec, RefreshFamily, ReservationRec,
     SaleRec, Stock, UserRec,
@@ -68,6 +69,14 @@ pub fn hold_unpublished_events() -> bool {
 
 /// The part of a shard's state that snapshots hold. Everything here is
 /// rebuilt exactly by replaying the journal.
+///
+/// What grows with traffic (orders, reservations, idempotency records, the
+/// orders index) lives in B-trees, not hash maps: a hash map that fills up
+/// re-inserts every entry into a table twice the size in one step, a pause
+/// on the shard that grows with the map (tens of ms at 100 000 orders,
+/// measured: BENCHMARKS.md), while a B-tree grows a node at a time. Order
+/// ids are UUIDv7, so new orders append at the tree's right edge, which
+/// stays in cache.
 #[derive(Archive, Serialize, Deserialize, Debug, Default)]
 pub struct Durable {
     users: Map<String, UserRec>,
@@ -78,13 +87,13 @@ pub struct Durable {
     stock: Map<String, Stock>,
     /// user id -> sku -> line.
     carts: Map<String, Map<String, CartLine>>,
-    /// order id -> its reservations on this shard.
-    reservations: Map<String, Vec<ReservationRec>>,
+    /// order -> its reservations on this shard.
+    reservations: BTreeMap<OrderKey, Vec<ReservationRec>>,
     sales: Map<String, (SaleRec, SaleCounts)>,
-    orders: Map<String, OrderRec>,
+    orders: BTreeMap<OrderKey, OrderRec>,
     /// user id -> idempotency key -> first response (nested, so a lookup
     /// by `&str` allocates nothing).
-    idempotency: Map<String, Map<String, IdempotencyRec>>,
+    idempotency: BTreeMap<String, BTreeMap<String, IdempotencyRec>>,
     events: VecDeque<EventRec>,
     next_event_offset: u64,
     /// room -> its sequence and archive.
@@ -99,8 +108,8 @@ pub struct Durable {
 pub struct ShardData {
     d: Durable,
     search: SearchIndex,
-    /// (expires_at, order id) of reservations held here.
-    reservation_expiry: BTreeSet<(Millis, String)>,
+    /// (expires_at, order) of reservations held here.
+    reservation_expiry: BTreeSet<(Millis, OrderKey)>,
     /// The orders owned here, by time, by user and by expiry.
     orders: OrderIndex,
     /// Tasks waiting for the event log to grow (the relay's long poll);
@@ -123,14 +132,13 @@ impl ShardData {
         for p in s.d.products.values() {
             s.search.upsert(doc_of(p));
         }
-        for (order_id, lines) in &s.d.reservations {
+        for (&order, lines) in &s.d.reservations {
             if let Some(r) = lines.first() {
-                s.reservation_expiry
-                    .insert((r.expires_at, order_id.clone()));
+                s.reservation_expiry.insert((r.expires_at, order));
             }
         }
-        for o in s.d.orders.values() {
-            s.orders.insert(o);
+        for (&key, o) in &s.d.orders {
+            s.orders.insert(key, o);
         }
         s
     }
@@ -230,16 +238,21 @@ impl ShardData {
             Change::SaleCreated(sale) => {
                 let counts = SaleCounts {
                     remaining: sale.quantity,
-                    held_by_user: Map::default(),
+                    held_by_user: BTreeMap::new(),
                 };
                 self.d.sales.insert(sale.id.clone(), (sale, counts));
             }
             Change::OrderPut(o) => {
-                if let Some(old) = self.d.orders.get(&o.id) {
-                    self.orders.expiry.remove(&(old.expires_at, old.id.clone()));
+                // Every order id is made by `ids::id_on_shard`, canonical.
+                let Some(key) = order_key(&o.id) else {
+                    debug_assert!(false, "order id {:?} is not canonical", o.id);
+                    return;
+                };
+                if let Some(old) = self.d.orders.get(&key) {
+                    self.orders.expiry.remove(&(old.expires_at, key));
                 }
-                self.orders.insert(&o);
-                self.d.orders.insert(o.id.clone(), o);
+                self.orders.insert(key, &o);
+                self.d.orders.insert(key, o);
             }
             Change::IdempotencySaved { user_id, key, rec } => {
                 self.d
@@ -257,6 +270,11 @@ impl ShardData {
             Change::ChatPosted(m) => self.apply_chat_posted(m),
             Change::Event(e) => {
                 self.d.next_event_offset = e.offset + 1;
+                if self.d.events.capacity() == 0 {
+                    // The ring's full size at once: growing it later would
+                    // copy up to `EVENT_LOG_RETAINED` events in one step.
+                    self.d.events.reserve_exact(EVENT_LOG_RETAINED + 1);
+                }
                 self.d.events.push_back(e);
                 self.trim_events();
                 for w in self.event_waiters.get_mut().drain(..) {
@@ -328,23 +346,28 @@ fn trim_event_log(events: &mut VecDeque<EventRec>, retained: usize, published: u
 /// Derived indexes over a shard's orders (rebuilt from the durable maps).
 #[derive(Debug, Default)]
 struct OrderIndex {
-    /// (expires_at, order id) of pending orders.
-    expiry: BTreeSet<(Millis, String)>,
-    /// (created_at, order id) of every order.
-    by_time: BTreeSet<(Millis, String)>,
-    /// user id -> (created_at, order id) of their orders.
-    by_user: Map<String, BTreeSet<(Millis, String)>>,
+    /// (expires_at, order) of pending orders.
+    expiry: BTreeSet<(Millis, OrderKey)>,
+    /// (created_at, order) of every order.
+    by_time: BTreeSet<(Millis, OrderKey)>,
+    /// user id -> (created_at, order) of their orders.
+    by_user: BTreeMap<String, BTreeSet<(Millis, OrderKey)>>,
 }
 
 impl OrderIndex {
-    fn insert(&mut self, o: &OrderRec) {
-        self.by_time.insert((o.created_at, o.id.clone()));
-        self.by_user
-            .entry(o.user_id.clone())
-            .or_default()
-            .insert((o.created_at, o.id.clone()));
+    fn insert(&mut self, key: OrderKey, o: &OrderRec) {
+        self.by_time.insert((o.created_at, key));
+        match self.by_user.get_mut(&o.user_id) {
+            Some(orders) => {
+                orders.insert((o.created_at, key));
+            }
+            None => {
+                let orders = BTreeSet::from([(o.created_at, key)]);
+                self.by_user.insert(o.user_id.clone(), orders);
+            }
+        }
         if o.status == OrderStatus::Pending {
-            self.expiry.insert((o.expires_at, o.id.clone()));
+            self.expiry.insert((o.expires_at, key));
         }
     }
 }

@@ -5,9 +5,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::change::Change;
 use crate::clock::Millis;
 use crate::error::{DomainError, DomainResult};
+use crate::ids::{order_id_of, order_key};
 use crate::model::{EventRec, IdempotencyRec, OrderRec, OrderStatus};
 
-use super::{Map, ShardData};
+use super::ShardData;
 
 /// Most distinct SKUs in one cart.
 pub(crate) const MAX_CART_LINES: usize = 100;
@@ -70,7 +71,7 @@ impl ShardData {
 
     /// An order by id.
     pub fn order(&self, id: &str) -> Option<&OrderRec> {
-        self.d.orders.get(id)
+        self.d.orders.get(&order_key(id)?)
     }
 
     /// Records a new or changed order with its event (`kind` from its
@@ -90,9 +91,7 @@ impl ShardData {
     /// Moves a pending order to `status` at `now`; `Err` unless pending.
     pub fn transition(&self, id: &str, status: OrderStatus, now: Millis) -> DomainResult<OrderRec> {
         let mut o = self
-            .d
-            .orders
-            .get(id)
+            .order(id)
             .cloned()
             .ok_or(DomainError::NotFound("order"))?;
         if o.status != OrderStatus::Pending {
@@ -113,7 +112,7 @@ impl ShardData {
             .iter()
             .take_while(|(at, _)| *at <= now)
             .take(max)
-            .map(|(_, id)| id.clone())
+            .map(|&(_, key)| order_id_of(key))
             .collect()
     }
 
@@ -130,11 +129,17 @@ impl ShardData {
             Some(u) => self.orders.by_user.get(u).unwrap_or(&empty),
             None => &self.orders.by_time,
         };
+        // A cursor's id is a UUID (checked at the edge); parsed leniently,
+        // as the string comparison it replaces accepted any spelling.
+        let after = after.map(|(at, id)| {
+            let key = uuid::Uuid::try_parse(id).map_or(0, |u| u.as_u128());
+            (*at, key)
+        });
         let mut it = set
             .iter()
             .rev()
-            .skip_while(|k| after.is_some_and(|a| *k >= a))
-            .filter_map(|(_, id)| self.d.orders.get(id));
+            .skip_while(|k| after.is_some_and(|a| **k >= a))
+            .filter_map(|(_, key)| self.d.orders.get(key));
         let items: Vec<OrderRec> = it.by_ref().take(limit).cloned().collect();
         let more = it.next().is_some();
         OrderPage { items, more }
@@ -155,7 +160,7 @@ impl ShardData {
         self.d
             .idempotency
             .values()
-            .flat_map(Map::values)
+            .flat_map(std::collections::BTreeMap::values)
             .any(|r| r.at < before)
             .then_some(Change::IdempotencyExpired { before })
     }
@@ -197,7 +202,7 @@ impl ShardData {
     ) -> EventRec {
         EventRec {
             offset: self.d.next_event_offset.max(1) + i,
-            id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            id: crate::ids::new_id(),
             topic: topic.to_owned(),
             key: key.to_owned(),
             kind: kind.to_owned(),

@@ -10,6 +10,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::change::Change;
 use crate::clock::Millis;
 use crate::error::{DomainError, DomainResult};
+use crate::ids::{order_id_of, order_key};
 use crate::model::{Line, ReservationRec, SaleRec, Stock};
 
 use super::ShardData;
@@ -24,7 +25,7 @@ pub struct SaleCounts {
     /// Units left in the pool.
     pub remaining: u32,
     /// Units each user holds (pending or paid).
-    pub held_by_user: super::Map<String, u32>,
+    pub held_by_user: std::collections::BTreeMap<String, u32>,
 }
 
 /// A reservation request for one order on one shard.
@@ -98,7 +99,7 @@ impl ShardData {
             });
         }
         let currency = currency.unwrap_or("USD").to_owned();
-        if self.d.reservations.contains_key(order_id) {
+        if order_key(order_id).is_some_and(|k| self.d.reservations.contains_key(&k)) {
             return Ok((Vec::new(), priced, currency));
         }
         let mut changes = Vec::with_capacity(lines.len());
@@ -180,7 +181,7 @@ impl ShardData {
     /// (`sold`) or releases them. `Err` when selling and nothing is held
     /// (the reservation was already released).
     pub fn plan_settle(&self, order_id: &str, sold: bool) -> DomainResult<Vec<Change>> {
-        let Some(held) = self.d.reservations.get(order_id) else {
+        let Some(held) = order_key(order_id).and_then(|k| self.d.reservations.get(&k)) else {
             return if sold {
                 Err(DomainError::Conflict(
                     "reservation_released",
@@ -210,11 +211,16 @@ impl ShardData {
             .iter()
             .take_while(|(at, _)| at.saturating_add(RESERVATION_GRACE_MS) <= now)
             .take(max)
-            .map(|(_, id)| id.clone())
+            .map(|&(_, key)| order_id_of(key))
             .collect()
     }
 
     pub(super) fn apply_reserved(&mut self, r: ReservationRec) {
+        // Every order id is made by `ids::id_on_shard`, canonical.
+        let Some(key) = order_key(&r.order_id) else {
+            debug_assert!(false, "order id {:?} is not canonical", r.order_id);
+            return;
+        };
         match &r.sale_id {
             Some(sale_id) => {
                 if let Some((_, c)) = self.d.sales.get_mut(sale_id) {
@@ -231,19 +237,17 @@ impl ShardData {
                 self.d.stock.entry(r.sku.clone()).or_default().reserved += i64::from(r.quantity);
             }
         }
-        self.reservation_expiry
-            .insert((r.expires_at, r.order_id.clone()));
-        self.d
-            .reservations
-            .entry(r.order_id.clone())
-            .or_default()
-            .push(r);
+        self.reservation_expiry.insert((r.expires_at, key));
+        self.d.reservations.entry(key).or_default().push(r);
     }
 
     /// Removes `order_id`'s reservation of `sku`: sold units leave stock,
     /// released ones go back to where they came from.
     pub(super) fn settle(&mut self, order_id: &str, sku: &str, sold: bool) {
-        let Some(held) = self.d.reservations.get_mut(order_id) else {
+        let Some(key) = order_key(order_id) else {
+            return;
+        };
+        let Some(held) = self.d.reservations.get_mut(&key) else {
             return;
         };
         let Some(i) = held.iter().position(|r| r.sku == sku) else {
@@ -251,9 +255,8 @@ impl ShardData {
         };
         let r = held.swap_remove(i);
         if held.is_empty() {
-            self.d.reservations.remove(order_id);
-            self.reservation_expiry
-                .remove(&(r.expires_at, r.order_id.clone()));
+            self.d.reservations.remove(&key);
+            self.reservation_expiry.remove(&(r.expires_at, key));
         }
         let q = r.quantity;
         match &r.sale_id {
