@@ -56,20 +56,84 @@ fn system_now_ms() -> Millis {
 /// fraction digits (`2026-11-24T20:24:53.120Z`), so the strings sort like
 /// the times.
 pub fn rfc3339(ms: Millis) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        ),
-        Err(_) => "1970-01-01T00:00:00.000Z".to_owned(),
+    Timestamp::of(ms).as_str().to_owned()
+}
+
+/// An RFC 3339 UTC time with milliseconds, formatted on the stack: what
+/// [`rfc3339`] returns, without the allocation (views serialise it as a
+/// string). Years 0000-9999 only, the range RFC 3339 can write; other
+/// times show as the epoch, as before.
+#[derive(Clone, Copy)]
+pub struct Timestamp([u8; 24]);
+
+impl Timestamp {
+    /// `ms` formatted.
+    pub fn of(ms: Millis) -> Self {
+        const EPOCH: &[u8; 24] = b"1970-01-01T00:00:00.000Z";
+        // -62_167_219_200_000 is 0000-01-01T00:00:00Z; 253_402_300_799_999
+        // the last millisecond of 9999.
+        if !(-62_167_219_200_000..=253_402_300_799_999).contains(&ms) {
+            return Timestamp(*EPOCH);
+        }
+        let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+        let (year, month, day) = civil_from_days(days);
+        let secs = ms_of_day / 1000;
+        let mut b = *EPOCH;
+        let mut put = |at: usize, value: i64, width: usize| {
+            let mut v = value;
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, secs / 3600, 2);
+        put(14, secs / 60 % 60, 2);
+        put(17, secs % 60, 2);
+        put(20, ms_of_day % 1000, 3);
+        Timestamp(b)
     }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and the fixed separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("1970-01-01T00:00:00.000Z")
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// (year, month, day) of a day count since 1970-01-01, proleptic
+/// Gregorian (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Parses an RFC 3339 timestamp (any offset) into epoch milliseconds.
@@ -97,6 +161,46 @@ mod tests {
             Some(1_767_222_000_000)
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    /// The formatter agrees with the `time` crate over the whole range,
+    /// leap days and the ends of the range included.
+    #[test]
+    fn timestamps_match_the_time_crate() {
+        let reference = |ms: Millis| {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            )
+        };
+        let mut ms: Millis = -62_167_219_200_000;
+        while ms <= 253_402_300_799_999 {
+            assert_eq!(rfc3339(ms), reference(ms), "{ms}");
+            ms += 7_777_777_777;
+        }
+        for ms in [
+            -62_167_219_200_000,
+            -1,
+            0,
+            951_782_400_000,     // 2000-02-29
+            4_107_542_399_999,   // 2100-02-28T23:59:59.999
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+        ] {
+            assert_eq!(rfc3339(ms), reference(ms), "{ms}");
+        }
+        assert_eq!(rfc3339(253_402_300_800_000), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(i64::MIN), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            serde_json::to_string(&Timestamp::of(1_795_000_000_123)).unwrap(),
+            "\"2026-11-18T11:06:40.123Z\""
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! (`EventLog/Read` on the gRPC sidecar).
 
 use prost::Message;
+use prost::encoding::{self, WireType};
 
-use rayltics_commerce::clock::rfc3339;
+use rayltics_commerce::clock::{Timestamp, rfc3339};
 use rayltics_commerce::model::{ChatMessageRec, EventRec, OrderRec};
 use rayltics_commerce::state::ShardData;
 use rayltics_proto::events::v1 as pb;
@@ -23,31 +24,58 @@ pub fn order_payload_on(data: &ShardData, o: &OrderRec) -> Vec<u8> {
 
 /// The `rayltics.orders` payload of an order after a change; `user_email`
 /// is the owner's (the email worker writes to it; empty when unknown).
+///
+/// Encoded field by field from the borrowed record, byte for byte what
+/// prost makes of the owned `pb::OrderEvent` (a test holds it to that),
+/// without copying every string into that message first: this runs for
+/// every order change, flash-sale purchases included.
 pub fn order_payload(o: &OrderRec, user_email: &str) -> Vec<u8> {
-    pb::OrderEvent {
-        order: Some(pb::Order {
-            id: o.id.clone(),
-            user_id: o.user_id.clone(),
-            status: o.status.as_str().to_owned(),
-            items: o
-                .items
-                .iter()
-                .map(|l| pb::OrderLine {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                    price_cents: l.price_cents,
-                })
-                .collect(),
-            total_cents: o.total_cents,
-            currency: o.currency.clone(),
-            created_at: rfc3339(o.created_at),
-            updated_at: rfc3339(o.updated_at),
-            expires_at: rfc3339(o.expires_at),
-            sale_id: o.sale_id.clone().unwrap_or_default(),
-            user_email: user_email.to_owned(),
-        }),
+    let mut order = Vec::with_capacity(256);
+    put_str(&mut order, 1, &o.id);
+    put_str(&mut order, 2, &o.user_id);
+    put_str(&mut order, 3, o.status.as_str());
+    let mut line = Vec::with_capacity(64);
+    for l in &o.items {
+        line.clear();
+        put_str(&mut line, 1, &l.sku);
+        put_varint(&mut line, 2, u64::from(l.quantity));
+        put_varint(&mut line, 3, l.price_cents as u64);
+        put_bytes(&mut order, 4, &line);
     }
-    .encode_to_vec()
+    put_varint(&mut order, 5, o.total_cents as u64);
+    put_str(&mut order, 6, &o.currency);
+    put_str(&mut order, 7, Timestamp::of(o.created_at).as_str());
+    put_str(&mut order, 8, Timestamp::of(o.updated_at).as_str());
+    put_str(&mut order, 9, Timestamp::of(o.expires_at).as_str());
+    put_str(&mut order, 10, o.sale_id.as_deref().unwrap_or(""));
+    put_str(&mut order, 11, user_email);
+    let mut event = Vec::with_capacity(order.len() + 4);
+    put_bytes(&mut event, 1, &order);
+    event
+}
+
+/// A length-delimited field (a nested message is written even when empty,
+/// as prost writes a `Some` message field).
+fn put_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    encoding::encode_key(tag, WireType::LengthDelimited, buf);
+    encoding::encode_varint(bytes.len() as u64, buf);
+    buf.extend_from_slice(bytes);
+}
+
+/// A proto3 `string` field: left out when empty (the default).
+fn put_str(buf: &mut Vec<u8>, tag: u32, s: &str) {
+    if !s.is_empty() {
+        put_bytes(buf, tag, s.as_bytes());
+    }
+}
+
+/// A proto3 `uint32` / `int64` field (an `int64` as its two's complement
+/// bits): left out when zero.
+fn put_varint(buf: &mut Vec<u8>, tag: u32, v: u64) {
+    if v != 0 {
+        encoding::encode_key(tag, WireType::Varint, buf);
+        encoding::encode_varint(v, buf);
+    }
 }
 
 /// The `rayltics.chat` payload of a message accepted into its room.
@@ -110,6 +138,62 @@ mod tests {
         assert_eq!((got.id.as_str(), got.user_id.as_str()), ("m-1", "u-1"));
         assert_eq!(got.text, "hi");
         assert_eq!(got.sent_at, rfc3339(m.at));
+    }
+
+    /// What prost makes of the owned message: the reference encoding.
+    fn prost_payload(o: &OrderRec, user_email: &str) -> Vec<u8> {
+        pb::OrderEvent {
+            order: Some(pb::Order {
+                id: o.id.clone(),
+                user_id: o.user_id.clone(),
+                status: o.status.as_str().to_owned(),
+                items: o
+                    .items
+                    .iter()
+                    .map(|l| pb::OrderLine {
+                        sku: l.sku.clone(),
+                        quantity: l.quantity,
+                        price_cents: l.price_cents,
+                    })
+                    .collect(),
+                total_cents: o.total_cents,
+                currency: o.currency.clone(),
+                created_at: rfc3339(o.created_at),
+                updated_at: rfc3339(o.updated_at),
+                expires_at: rfc3339(o.expires_at),
+                sale_id: o.sale_id.clone().unwrap_or_default(),
+                user_email: user_email.to_owned(),
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn order_payload_is_what_prost_encodes() {
+        use rayltics_commerce::model::Line;
+        let line = |sku: &str, quantity, price_cents| Line {
+            sku: sku.into(),
+            quantity,
+            price_cents,
+        };
+        let mut o = OrderRec {
+            id: "01234567-89ab-7def-8123-456789abcdef".into(),
+            user_id: "u".repeat(200),
+            status: OrderStatus::PaymentFailed,
+            items: vec![line("A", 3, 1999), line("", 0, 0), line("B", u32::MAX, -5)],
+            total_cents: i64::MIN,
+            currency: "EUR".into(),
+            sale_id: Some("s-1".into()),
+            created_at: 1_795_000_000_123,
+            updated_at: -1,
+            expires_at: 0,
+        };
+        assert_eq!(order_payload(&o, "a@b.test"), prost_payload(&o, "a@b.test"));
+        o.items.clear();
+        o.sale_id = None;
+        o.currency.clear();
+        o.total_cents = 0;
+        assert_eq!(order_payload(&o, ""), prost_payload(&o, ""));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use rayltics_commerce::clock::rfc3339;
+use rayltics_commerce::clock::Timestamp;
 use rayltics_commerce::model::{Line, OrderRec, ProductRec, SaleRec, Stock, UserRec};
 use rayltics_commerce::state::CartLine;
 
@@ -20,8 +20,8 @@ pub struct UserView<'a> {
     name: &'a str,
     #[schema(value_type = Role)]
     role: &'static str,
-    #[schema(format = DateTime)]
-    created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
 }
 
 /// A user as the API shows it.
@@ -35,7 +35,7 @@ pub fn user(u: &UserRec) -> UserView<'_> {
         } else {
             "customer"
         },
-        created_at: rfc3339(u.created_at),
+        created_at: Timestamp::of(u.created_at),
     }
 }
 
@@ -74,10 +74,10 @@ pub struct ProductView<'a> {
     /// Units that can still be ordered (on hand minus reserved, at least 0).
     #[schema(minimum = 0)]
     stock_available: i64,
-    #[schema(format = DateTime)]
-    created_at: String,
-    #[schema(format = DateTime)]
-    updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: Timestamp,
 }
 
 /// A product with its stock as the API shows it.
@@ -91,8 +91,8 @@ pub fn product<'a>(p: &'a ProductRec, s: &Stock) -> ProductView<'a> {
         category: &p.category,
         attributes: &p.attributes_json,
         stock_available: s.available().max(0),
-        created_at: rfc3339(p.created_at),
-        updated_at: rfc3339(p.updated_at),
+        created_at: Timestamp::of(p.created_at),
+        updated_at: Timestamp::of(p.updated_at),
     }
 }
 
@@ -170,13 +170,13 @@ pub struct OrderView<'a> {
     items: &'a [Line],
     total_cents: i64,
     currency: &'a str,
-    #[schema(format = DateTime)]
-    created_at: String,
-    #[schema(format = DateTime)]
-    updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: Timestamp,
     /// When a `pending` order expires unless paid.
-    #[schema(format = DateTime)]
-    expires_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: Timestamp,
 }
 
 /// An order as the API shows it.
@@ -188,9 +188,9 @@ pub fn order(o: &OrderRec) -> OrderView<'_> {
         items: &o.items,
         total_cents: o.total_cents,
         currency: &o.currency,
-        created_at: rfc3339(o.created_at),
-        updated_at: rfc3339(o.updated_at),
-        expires_at: rfc3339(o.expires_at),
+        created_at: Timestamp::of(o.created_at),
+        updated_at: Timestamp::of(o.updated_at),
+        expires_at: Timestamp::of(o.expires_at),
     }
 }
 
@@ -211,10 +211,10 @@ pub struct SaleView<'a> {
     /// Units not yet reserved or sold.
     remaining: u32,
     price_cents: i64,
-    #[schema(format = DateTime)]
-    starts_at: String,
-    #[schema(format = DateTime)]
-    ends_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    starts_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    ends_at: Timestamp,
     per_user_limit: u32,
 }
 
@@ -226,8 +226,8 @@ pub fn sale(s: &SaleRec, remaining: u32) -> SaleView<'_> {
         quantity: s.quantity,
         remaining,
         price_cents: s.price_cents,
-        starts_at: rfc3339(s.starts_at),
-        ends_at: rfc3339(s.ends_at),
+        starts_at: Timestamp::of(s.starts_at),
+        ends_at: Timestamp::of(s.ends_at),
         per_user_limit: s.per_user_limit,
     }
 }
