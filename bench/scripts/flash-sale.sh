@@ -70,8 +70,11 @@ metrics() {
     echo "#loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/$1.prom"
     echo "#time $(date +%s.%N)" >>"$OUT/$1.prom"
 }
+# Every closed-loop run buys as its own CONNS users (the per-user limit of a
+# sale is at most 10 000 units, which one fast run of 64 users can reach).
+USERS=$((CONNS * (PAIRS > 0 ? PAIRS : 1)))
 bench() { taskset -c "$GEN_CPU" "$BENCH_BIN" run --scenario flash-sale \
-    --target "http://127.0.0.1:$PORT" --target-name purchase --cpus "$GEN_CPU" "$@"; }
+    --target "http://127.0.0.1:$PORT" --target-name purchase --cpus "$GEN_CPU" --users "$USERS" "$@"; }
 
 metrics closed-before
 if [ "$PAIRS" -gt 0 ]; then

@@ -39,7 +39,9 @@ pub(crate) struct FlashSaleArgs {
     #[arg(long, env = "RAYLTICS_ADMIN_PASSWORD", hide_env_values = true)]
     pub(crate) admin_password: Option<String>,
     /// Users registered at setup (default: `--connections`); connection `i`
-    /// buys (flash-sale, checkout, mixed) as user `i % users`.
+    /// buys (flash-sale, checkout, mixed) as user `i % users` in the first
+    /// run, as user `(i + connections) % users` in the second, and so on:
+    /// `--users` = connections x runs keeps every run to its own users.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) users: Option<u64>,
     /// Units in the sale (the default does not sell out in a timed run).
@@ -164,11 +166,11 @@ impl Purchases {
     }
 
     /// Adds one run's per-connection tallies (connection `i` is user
-    /// `i % users`).
-    pub(crate) fn add(&mut self, tallies: &[Tally]) {
+    /// `(script_base + i) % users`).
+    pub(crate) fn add(&mut self, tallies: &[Tally], script_base: usize) {
         let users = self.created_per_user.len();
         for (conn, t) in tallies.iter().enumerate() {
-            self.created_per_user[conn % users] += t.outcomes.created;
+            self.created_per_user[(script_base + conn) % users] += t.outcomes.created;
             self.unanswered += t.sent.saturating_sub(t.answered);
         }
     }
@@ -288,7 +290,7 @@ mod tests {
                 },
             })
             .collect();
-        p.add(&tallies);
+        p.add(&tallies, 0);
         p
     }
 
@@ -297,12 +299,32 @@ mod tests {
         // Connections 0 and 2 are user 0, connection 1 is user 1.
         let mut p = purchases(&[4, 5, 6]);
         assert_eq!(p.created_per_user, vec![10, 5]);
-        p.add(&[Tally {
-            sent: 3,
-            answered: 1,
-            outcomes: Outcomes::default(),
-        }]);
+        p.add(
+            &[Tally {
+                sent: 3,
+                answered: 1,
+                outcomes: Outcomes::default(),
+            }],
+            0,
+        );
         assert_eq!(p.unanswered, 2);
+    }
+
+    #[test]
+    fn a_later_run_buys_as_the_next_users() {
+        // Four users; a run of two connections whose scripts start at 3:
+        // its connections are users 3 and 0.
+        let mut p = Purchases::new(4);
+        let tally = |c| Tally {
+            sent: c,
+            answered: c,
+            outcomes: Outcomes {
+                created: c,
+                ..Outcomes::default()
+            },
+        };
+        p.add(&[tally(7), tally(9)], 3);
+        assert_eq!(p.created_per_user, vec![9, 0, 0, 7]);
     }
 
     #[test]

@@ -925,6 +925,7 @@ pub(crate) fn assemble(shape: &Shape<'_>, done: &[Done], timeline: Vec<Second>) 
         generator_busy_total,
         timeline,
         tallies: Vec::new(),
+        script_base: 0,
         orders: Vec::new(),
         websocket: None,
         grpc: Some(Box::new(GrpcRun {

@@ -710,7 +710,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let gate = sale.as_ref().map(|sale| {
         let mut p = flash_sale::Purchases::new(sale.users);
         for run in &runs {
-            p.add(&run.result.tallies);
+            p.add(&run.result.tallies, run.result.script_base);
         }
         match flash_sale::remaining(&api, &sale.sale_id) {
             Ok(remaining) => flash_sale::gate(sale, remaining, &p),

@@ -189,6 +189,7 @@ mod tests {
             generator_busy_total: 0.0,
             timeline: Vec::new(),
             tallies: Vec::new(),
+            script_base: 0,
             orders: Vec::new(),
             websocket: None,
             grpc: None,

@@ -385,6 +385,10 @@ pub(crate) struct RunResult {
     /// whole run, in connection order (for the gate; not in the JSON).
     #[serde(skip)]
     pub(crate) tallies: Vec<Tally>,
+    /// Script index of connection 0 (see `engine::run`): connection `i`
+    /// of the run bought as user `(script_base + i) % users`.
+    #[serde(skip)]
+    pub(crate) script_base: usize,
     /// Scripted scenarios: each connection's checkouts over the whole run,
     /// in connection order (for the checkout gate; not in the JSON).
     #[serde(skip)]

@@ -20,6 +20,7 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -146,6 +147,9 @@ enum Report {
 
 /// Runs `plan` once; `progress` sees each second as soon as every worker has
 /// reported it.
+/// Scripted runs started by this process (see `script_base` in [`run`]).
+static SCRIPTED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
 pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Result<RunResult> {
     if plan.threads == 0 || plan.connections < plan.threads {
         bail!(
@@ -164,6 +168,14 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
     // A fresh key space for each run: no key of this run replays an answer
     // of an earlier one (scripted requests only).
     let run_tag: Arc<str> = KeyedPost::new_run().into();
+    // Scripted runs number their connections' scripts on from the previous
+    // run's: with `--users` above `--connections`, each run buys as the
+    // next users, so a series of runs (pairs) does not pile every purchase
+    // onto the same users' per-user limit.
+    let script_base = match plan.request {
+        Requests::Script(_) => SCRIPTED_RUNS.fetch_add(1, Ordering::Relaxed) * plan.connections,
+        _ => 0,
+    };
     // Give every thread time to start and pin before the common epoch.
     let epoch = Instant::now() + Duration::from_millis(50);
     let (tx, rx) = mpsc::channel();
@@ -172,7 +184,7 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         let (plan, tx, tag) = (plan.clone(), tx.clone(), run_tag.clone());
         let h = std::thread::Builder::new()
             .name(format!("bench-{id}"))
-            .spawn(move || worker::run(id, plan, &tag, epoch, tx))
+            .spawn(move || worker::run(id, plan, &tag, script_base, epoch, tx))
             .context("spawning a worker thread")?;
         handles.push(h);
     }
@@ -311,6 +323,7 @@ pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Res
         generator_busy_total,
         timeline,
         tallies,
+        script_base,
         orders,
         websocket: None,
         grpc: None,

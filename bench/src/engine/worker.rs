@@ -170,7 +170,14 @@ impl Schedule {
 /// Runs worker `id` until the end of the plan (scripted requests: and until
 /// their last answer, see [`drain`]); reports to `tx`. `run_tag` makes this
 /// run's idempotency keys unique.
-pub(super) fn run(id: usize, plan: Arc<Plan>, run_tag: &str, epoch: Instant, tx: Sender<Report>) {
+pub(super) fn run(
+    id: usize,
+    plan: Arc<Plan>,
+    run_tag: &str,
+    script_base: usize,
+    epoch: Instant,
+    tx: Sender<Report>,
+) {
     let fail = |e: std::io::Error| {
         let _ = tx.send(Report::Failed {
             worker: id,
@@ -214,7 +221,7 @@ pub(super) fn run(id: usize, plan: Arc<Plan>, run_tag: &str, epoch: Instant, tx:
         .map(|i| {
             let script = workload
                 .as_ref()
-                .map(|w| Box::new(ConnScript::new(w, run_tag, first + i)));
+                .map(|w| Box::new(ConnScript::new(w, run_tag, script_base + first + i)));
             Conn::new(i as u64, pipeline, script)
         })
         .collect();

@@ -920,6 +920,7 @@ pub(crate) fn run(args: &RunArgs, target: &Target) -> anyhow::Result<()> {
         generator_busy_total,
         timeline,
         tallies: Vec::new(),
+        script_base: 0,
         orders: Vec::new(),
         websocket: Some(Box::new(ws_run)),
         grpc: None,
