@@ -112,6 +112,9 @@ pub struct ShardData {
     reservation_expiry: BTreeSet<(Millis, OrderKey)>,
     /// The orders owned here, by time, by user and by expiry.
     orders: OrderIndex,
+    /// (at, user id, key) of every idempotency record: expiry takes what
+    /// is older than the cut-off without scanning the rest.
+    idempotency_by_time: BTreeSet<(Millis, String, String)>,
     /// Tasks waiting for the event log to grow (the relay's long poll);
     /// woken by every appended event.
     event_waiters: RefCell<Vec<Waker>>,
@@ -139,6 +142,12 @@ impl ShardData {
         }
         for (&key, o) in &s.d.orders {
             s.orders.insert(key, o);
+        }
+        for (user, keys) in &s.d.idempotency {
+            for (key, rec) in keys {
+                s.idempotency_by_time
+                    .insert((rec.at, user.clone(), key.clone()));
+            }
         }
         s
     }
@@ -255,18 +264,15 @@ impl ShardData {
                 self.d.orders.insert(key, o);
             }
             Change::IdempotencySaved { user_id, key, rec } => {
-                self.d
-                    .idempotency
-                    .entry(user_id)
-                    .or_default()
-                    .insert(key, rec);
+                let at = rec.at;
+                let keys = self.d.idempotency.entry(user_id.clone()).or_default();
+                if let Some(old) = keys.insert(key.clone(), rec) {
+                    self.idempotency_by_time
+                        .remove(&(old.at, user_id.clone(), key.clone()));
+                }
+                self.idempotency_by_time.insert((at, user_id, key));
             }
-            Change::IdempotencyExpired { before } => {
-                self.d.idempotency.retain(|_, keys| {
-                    keys.retain(|_, r| r.at >= before);
-                    !keys.is_empty()
-                });
-            }
+            Change::IdempotencyExpired { before } => self.expire_idempotency(before),
             Change::ChatPosted(m) => self.apply_chat_posted(m),
             Change::Event(e) => {
                 self.d.next_event_offset = e.offset + 1;

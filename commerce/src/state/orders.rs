@@ -157,12 +157,27 @@ impl ShardData {
     /// if there are any.
     pub fn plan_idempotency_expiry(&self, now: Millis) -> Option<Change> {
         let before = now.saturating_sub(Self::IDEMPOTENCY_TTL_MS);
-        self.d
-            .idempotency
-            .values()
-            .flat_map(std::collections::BTreeMap::values)
-            .any(|r| r.at < before)
+        self.idempotency_by_time
+            .first()
+            .is_some_and(|(at, _, _)| *at < before)
             .then_some(Change::IdempotencyExpired { before })
+    }
+
+    /// Forgets every idempotency record with `at < before`: the front of
+    /// the time index, nothing else is looked at.
+    pub(super) fn expire_idempotency(&mut self, before: Millis) {
+        let kept = self
+            .idempotency_by_time
+            .split_off(&(before, String::new(), String::new()));
+        let expired = std::mem::replace(&mut self.idempotency_by_time, kept);
+        for (_, user, key) in expired {
+            if let Some(keys) = self.d.idempotency.get_mut(&user) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.d.idempotency.remove(&user);
+                }
+            }
+        }
     }
 
     /// Records the first response under a user's idempotency key.
@@ -240,5 +255,45 @@ mod tests {
         s.apply(expire);
         assert!(s.idempotent("u", "old").is_none());
         assert!(s.idempotent("u", "new").is_some());
+    }
+
+    /// Expiry through the time index forgets exactly the records older
+    /// than the cut-off (what a scan of every record would), also for a
+    /// key saved twice and after a rebuild from the durable state.
+    #[test]
+    fn expiry_forgets_exactly_the_old_records() {
+        let mut s = ShardData::new();
+        let mut all = Vec::new();
+        for i in 0..200_i64 {
+            let (user, key, at) = (
+                format!("u{}", i % 7),
+                format!("k{}", i % 50),
+                (i * 37) % 101,
+            );
+            s.apply(saved(&user, &key, at));
+            all.retain(|(u, k, _): &(String, String, Millis)| (u, k) != (&user, &key));
+            all.push((user, key, at));
+        }
+        let rebuilt = ShardData::from_durable(
+            rkyv::from_bytes::<super::super::Durable, rkyv::rancor::Error>(
+                &rkyv::to_bytes::<rkyv::rancor::Error>(s.durable()).unwrap(),
+            )
+            .unwrap(),
+        );
+        for mut data in [s, rebuilt] {
+            data.apply(Change::IdempotencyExpired { before: 50 });
+            for (user, key, at) in &all {
+                assert_eq!(
+                    data.idempotent(user, key).is_some(),
+                    *at >= 50,
+                    "{user} {key} {at}"
+                );
+            }
+            assert!(data.idempotency_by_time.iter().all(|(at, _, _)| *at >= 50));
+            assert_eq!(
+                data.idempotency_by_time.len(),
+                all.iter().filter(|r| r.2 >= 50).count()
+            );
+        }
     }
 }
