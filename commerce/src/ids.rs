@@ -18,17 +18,18 @@ pub fn id_on_shard(shard: ShardId, shard_count: usize) -> String {
     }
 }
 
-/// An order id as the shard's maps and indexes key it: the UUID's 128 bits.
+/// An id (order, user) as the shard's maps and indexes key it: the UUID's
+/// 128 bits.
 /// Inline and `Copy`, so a map grows without re-reading a heap string per
 /// entry, and an index entry costs no allocation. For ids in canonical form
 /// (lower-case, hyphenated, as [`id_on_shard`] makes them) the numeric
 /// order is the order of the strings.
-pub type OrderKey = u128;
+pub type IdKey = u128;
 
 /// The key of `id` if it is in canonical form (what [`id_on_shard`] makes);
 /// `None` for anything else, so a lookup of a non-canonical spelling finds
 /// nothing, as a lookup of the string did.
-pub fn order_key(id: &str) -> Option<OrderKey> {
+pub fn id_key(id: &str) -> Option<IdKey> {
     let b = id.as_bytes();
     if b.len() != 36 {
         return None;
@@ -46,8 +47,22 @@ pub fn order_key(id: &str) -> Option<OrderKey> {
     Some(key)
 }
 
-/// The canonical id of `key` (inverse of [`order_key`]).
-pub fn order_id_of(key: OrderKey) -> String {
+/// The key of a user id: [`id_key`] for a canonical id (every id the node
+/// makes), else the first 128 bits of its SHA-256 with the UUID version
+/// nibble cleared (never a UUIDv7's key), so that state keyed by user
+/// accepts any id string as the string-keyed maps did.
+pub fn user_key(id: &str) -> IdKey {
+    use sha2::{Digest, Sha256};
+    id_key(id).unwrap_or_else(|| {
+        let digest = Sha256::digest(id.as_bytes());
+        let mut bits = [0u8; 16];
+        bits.copy_from_slice(&digest[..16]);
+        u128::from_be_bytes(bits) & !(0xf << 76)
+    })
+}
+
+/// The canonical id of `key` (inverse of [`id_key`]).
+pub fn id_of_key(key: IdKey) -> String {
     uuid::Uuid::from_u128(key).hyphenated().to_string()
 }
 
@@ -87,11 +102,11 @@ mod tests {
         ids.push("00000000-0000-0000-0000-000000000000".into());
         ids.push("ffffffff-ffff-ffff-ffff-ffffffffffff".into());
         for id in &ids {
-            let key = order_key(id).expect("canonical");
-            assert_eq!(&order_id_of(key), id);
+            let key = id_key(id).expect("canonical");
+            assert_eq!(&id_of_key(key), id);
         }
         let mut by_key = ids.clone();
-        by_key.sort_by_key(|id| order_key(id));
+        by_key.sort_by_key(|id| id_key(id));
         ids.sort();
         assert_eq!(by_key, ids);
     }
@@ -99,11 +114,23 @@ mod tests {
     #[test]
     fn only_canonical_ids_have_a_key() {
         let id = id_on_shard(0, 1);
-        assert!(order_key(&id.to_uppercase()).is_none());
-        assert!(order_key(&id.replace('-', "")).is_none());
-        assert!(order_key(&format!("{}x", &id[..35])).is_none());
-        assert!(order_key(&id[..35]).is_none());
+        assert!(id_key(&id.to_uppercase()).is_none());
+        assert!(id_key(&id.replace('-', "")).is_none());
+        assert!(id_key(&format!("{}x", &id[..35])).is_none());
+        assert!(id_key(&id[..35]).is_none());
         let moved = format!("{}-{}", &id[..7], &id[8..]);
-        assert!(order_key(&moved).is_none(), "a hyphen out of place");
+        assert!(id_key(&moved).is_none(), "a hyphen out of place");
+    }
+
+    #[test]
+    fn user_keys_of_other_spellings_are_distinct_and_never_a_v7_key() {
+        let id = id_on_shard(0, 1);
+        assert_eq!(Some(user_key(&id)), id_key(&id));
+        let (a, b) = (user_key("u1"), user_key("u2"));
+        assert_ne!(a, b);
+        assert_eq!(a, user_key("u1"), "stable");
+        for k in [a, b, user_key(&id.to_uppercase())] {
+            assert_eq!(uuid::Uuid::from_u128(k).get_version_num(), 0);
+        }
     }
 }

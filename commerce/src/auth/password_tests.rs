@@ -138,8 +138,10 @@ fn verify_inside_monoio_keeps_the_loop_responsive() {
     let h = hasher(
         1,
         4,
+        // Enough work that the hash outlasts several 1 ms ticks in a
+        // release build too (8 MiB took 3 ms there: one tick, a flaky fail).
         Argon2Params {
-            memory_kib: 8192,
+            memory_kib: 32_768,
             ..FAST
         },
     );

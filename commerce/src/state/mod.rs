@@ -25,7 +25,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::change::Change;
 use crate::clock::Millis;
-use crate::ids::{OrderKey, order_key};
+use crate::ids::{IdKey, id_key, user_key};
 use crate::model::{
     EventRec, IdempotencyRec, OrderRec, OrderStatus, ProductRec, RefreshFamily, ReservationRec,
     SaleRec, Stock, UserRec,
@@ -88,12 +88,12 @@ pub struct Durable {
     /// user id -> sku -> line.
     carts: Map<String, Map<String, CartLine>>,
     /// order -> its reservations on this shard.
-    reservations: BTreeMap<OrderKey, Vec<ReservationRec>>,
+    reservations: BTreeMap<IdKey, Vec<ReservationRec>>,
     sales: Map<String, (SaleRec, SaleCounts)>,
-    orders: BTreeMap<OrderKey, OrderRec>,
+    orders: BTreeMap<IdKey, OrderRec>,
     /// user id -> idempotency key -> first response (nested, so a lookup
     /// by `&str` allocates nothing).
-    idempotency: BTreeMap<String, BTreeMap<String, IdempotencyRec>>,
+    idempotency: BTreeMap<IdKey, BTreeMap<String, IdempotencyRec>>,
     events: VecDeque<EventRec>,
     next_event_offset: u64,
     /// room -> its sequence and archive.
@@ -109,12 +109,12 @@ pub struct ShardData {
     d: Durable,
     search: SearchIndex,
     /// (expires_at, order) of reservations held here.
-    reservation_expiry: BTreeSet<(Millis, OrderKey)>,
+    reservation_expiry: BTreeSet<(Millis, IdKey)>,
     /// The orders owned here, by time, by user and by expiry.
     orders: OrderIndex,
-    /// (at, user id, key) of every idempotency record: expiry takes what
-    /// is older than the cut-off without scanning the rest.
-    idempotency_by_time: BTreeSet<(Millis, String, String)>,
+    /// (at, user, key) of every idempotency record: expiry takes what is
+    /// older than the cut-off without scanning the rest.
+    idempotency_by_time: BTreeSet<(Millis, IdKey, String)>,
     /// Tasks waiting for the event log to grow (the relay's long poll);
     /// woken by every appended event.
     event_waiters: RefCell<Vec<Waker>>,
@@ -143,10 +143,9 @@ impl ShardData {
         for (&key, o) in &s.d.orders {
             s.orders.insert(key, o);
         }
-        for (user, keys) in &s.d.idempotency {
+        for (&user, keys) in &s.d.idempotency {
             for (key, rec) in keys {
-                s.idempotency_by_time
-                    .insert((rec.at, user.clone(), key.clone()));
+                s.idempotency_by_time.insert((rec.at, user, key.clone()));
             }
         }
         s
@@ -253,7 +252,7 @@ impl ShardData {
             }
             Change::OrderPut(o) => {
                 // Every order id is made by `ids::id_on_shard`, canonical.
-                let Some(key) = order_key(&o.id) else {
+                let Some(key) = id_key(&o.id) else {
                     debug_assert!(false, "order id {:?} is not canonical", o.id);
                     return;
                 };
@@ -264,13 +263,13 @@ impl ShardData {
                 self.d.orders.insert(key, o);
             }
             Change::IdempotencySaved { user_id, key, rec } => {
-                let at = rec.at;
-                let keys = self.d.idempotency.entry(user_id.clone()).or_default();
+                let (at, user) = (rec.at, user_key(&user_id));
+                let keys = self.d.idempotency.entry(user).or_default();
                 if let Some(old) = keys.insert(key.clone(), rec) {
                     self.idempotency_by_time
-                        .remove(&(old.at, user_id.clone(), key.clone()));
+                        .remove(&(old.at, user, key.clone()));
                 }
-                self.idempotency_by_time.insert((at, user_id, key));
+                self.idempotency_by_time.insert((at, user, key));
             }
             Change::IdempotencyExpired { before } => self.expire_idempotency(before),
             Change::ChatPosted(m) => self.apply_chat_posted(m),
@@ -353,25 +352,20 @@ fn trim_event_log(events: &mut VecDeque<EventRec>, retained: usize, published: u
 #[derive(Debug, Default)]
 struct OrderIndex {
     /// (expires_at, order) of pending orders.
-    expiry: BTreeSet<(Millis, OrderKey)>,
+    expiry: BTreeSet<(Millis, IdKey)>,
     /// (created_at, order) of every order.
-    by_time: BTreeSet<(Millis, OrderKey)>,
+    by_time: BTreeSet<(Millis, IdKey)>,
     /// user id -> (created_at, order) of their orders.
-    by_user: BTreeMap<String, BTreeSet<(Millis, OrderKey)>>,
+    by_user: BTreeMap<IdKey, BTreeSet<(Millis, IdKey)>>,
 }
 
 impl OrderIndex {
-    fn insert(&mut self, key: OrderKey, o: &OrderRec) {
+    fn insert(&mut self, key: IdKey, o: &OrderRec) {
         self.by_time.insert((o.created_at, key));
-        match self.by_user.get_mut(&o.user_id) {
-            Some(orders) => {
-                orders.insert((o.created_at, key));
-            }
-            None => {
-                let orders = BTreeSet::from([(o.created_at, key)]);
-                self.by_user.insert(o.user_id.clone(), orders);
-            }
-        }
+        self.by_user
+            .entry(user_key(&o.user_id))
+            .or_default()
+            .insert((o.created_at, key));
         if o.status == OrderStatus::Pending {
             self.expiry.insert((o.expires_at, key));
         }

@@ -5,7 +5,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::change::Change;
 use crate::clock::Millis;
 use crate::error::{DomainError, DomainResult};
-use crate::ids::{order_id_of, order_key};
+use crate::ids::{id_key, id_of_key, user_key};
 use crate::model::{EventRec, IdempotencyRec, OrderRec, OrderStatus};
 
 use super::ShardData;
@@ -71,7 +71,7 @@ impl ShardData {
 
     /// An order by id.
     pub fn order(&self, id: &str) -> Option<&OrderRec> {
-        self.d.orders.get(&order_key(id)?)
+        self.d.orders.get(&id_key(id)?)
     }
 
     /// Records a new or changed order with its event (`kind` from its
@@ -112,7 +112,7 @@ impl ShardData {
             .iter()
             .take_while(|(at, _)| *at <= now)
             .take(max)
-            .map(|&(_, key)| order_id_of(key))
+            .map(|&(_, key)| id_of_key(key))
             .collect()
     }
 
@@ -126,7 +126,7 @@ impl ShardData {
     ) -> OrderPage {
         let empty = Default::default();
         let set = match user_id {
-            Some(u) => self.orders.by_user.get(u).unwrap_or(&empty),
+            Some(u) => self.orders.by_user.get(&user_key(u)).unwrap_or(&empty),
             None => &self.orders.by_time,
         };
         // A cursor's id is a UUID (checked at the edge); parsed leniently,
@@ -147,7 +147,7 @@ impl ShardData {
 
     /// The first response recorded under a user's idempotency key.
     pub fn idempotent(&self, user_id: &str, key: &str) -> Option<&IdempotencyRec> {
-        self.d.idempotency.get(user_id)?.get(key)
+        self.d.idempotency.get(&user_key(user_id))?.get(key)
     }
 
     /// How long idempotency records are kept (API.md: at least 24 h).
@@ -168,7 +168,7 @@ impl ShardData {
     pub(super) fn expire_idempotency(&mut self, before: Millis) {
         let kept = self
             .idempotency_by_time
-            .split_off(&(before, String::new(), String::new()));
+            .split_off(&(before, 0, String::new()));
         let expired = std::mem::replace(&mut self.idempotency_by_time, kept);
         for (_, user, key) in expired {
             if let Some(keys) = self.d.idempotency.get_mut(&user) {

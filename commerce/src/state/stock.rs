@@ -10,7 +10,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::change::Change;
 use crate::clock::Millis;
 use crate::error::{DomainError, DomainResult};
-use crate::ids::{order_id_of, order_key};
+use crate::ids::{IdKey, id_key, id_of_key, user_key};
 use crate::model::{Line, ReservationRec, SaleRec, Stock};
 
 use super::ShardData;
@@ -25,7 +25,7 @@ pub struct SaleCounts {
     /// Units left in the pool.
     pub remaining: u32,
     /// Units each user holds (pending or paid).
-    pub held_by_user: std::collections::BTreeMap<String, u32>,
+    pub held_by_user: std::collections::BTreeMap<IdKey, u32>,
 }
 
 /// A reservation request for one order on one shard.
@@ -99,7 +99,7 @@ impl ShardData {
             });
         }
         let currency = currency.unwrap_or("USD").to_owned();
-        if order_key(order_id).is_some_and(|k| self.d.reservations.contains_key(&k)) {
+        if id_key(order_id).is_some_and(|k| self.d.reservations.contains_key(&k)) {
             return Ok((Vec::new(), priced, currency));
         }
         let mut changes = Vec::with_capacity(lines.len());
@@ -159,7 +159,11 @@ impl ShardData {
         if counts.remaining == 0 {
             return Err(DomainError::SoldOut);
         }
-        let held = counts.held_by_user.get(user_id).copied().unwrap_or(0);
+        let held = counts
+            .held_by_user
+            .get(&user_key(user_id))
+            .copied()
+            .unwrap_or(0);
         if held.saturating_add(quantity) > sale.per_user_limit {
             return Err(DomainError::LimitExceeded(sale.per_user_limit));
         }
@@ -181,7 +185,7 @@ impl ShardData {
     /// (`sold`) or releases them. `Err` when selling and nothing is held
     /// (the reservation was already released).
     pub fn plan_settle(&self, order_id: &str, sold: bool) -> DomainResult<Vec<Change>> {
-        let Some(held) = order_key(order_id).and_then(|k| self.d.reservations.get(&k)) else {
+        let Some(held) = id_key(order_id).and_then(|k| self.d.reservations.get(&k)) else {
             return if sold {
                 Err(DomainError::Conflict(
                     "reservation_released",
@@ -211,13 +215,13 @@ impl ShardData {
             .iter()
             .take_while(|(at, _)| at.saturating_add(RESERVATION_GRACE_MS) <= now)
             .take(max)
-            .map(|&(_, key)| order_id_of(key))
+            .map(|&(_, key)| id_of_key(key))
             .collect()
     }
 
     pub(super) fn apply_reserved(&mut self, r: ReservationRec) {
         // Every order id is made by `ids::id_on_shard`, canonical.
-        let Some(key) = order_key(&r.order_id) else {
+        let Some(key) = id_key(&r.order_id) else {
             debug_assert!(false, "order id {:?} is not canonical", r.order_id);
             return;
         };
@@ -225,12 +229,7 @@ impl ShardData {
             Some(sale_id) => {
                 if let Some((_, c)) = self.d.sales.get_mut(sale_id) {
                     c.remaining = c.remaining.saturating_sub(r.quantity);
-                    match c.held_by_user.get_mut(&r.user_id) {
-                        Some(held) => *held += r.quantity,
-                        None => {
-                            c.held_by_user.insert(r.user_id.clone(), r.quantity);
-                        }
-                    }
+                    *c.held_by_user.entry(user_key(&r.user_id)).or_default() += r.quantity;
                 }
             }
             None => {
@@ -244,7 +243,7 @@ impl ShardData {
     /// Removes `order_id`'s reservation of `sku`: sold units leave stock,
     /// released ones go back to where they came from.
     pub(super) fn settle(&mut self, order_id: &str, sku: &str, sold: bool) {
-        let Some(key) = order_key(order_id) else {
+        let Some(key) = id_key(order_id) else {
             return;
         };
         let Some(held) = self.d.reservations.get_mut(&key) else {
@@ -265,10 +264,11 @@ impl ShardData {
                     && !sold
                 {
                     c.remaining = c.remaining.saturating_add(q);
-                    if let Some(h) = c.held_by_user.get_mut(&r.user_id) {
+                    let user = user_key(&r.user_id);
+                    if let Some(h) = c.held_by_user.get_mut(&user) {
                         *h = h.saturating_sub(q);
                         if *h == 0 {
-                            c.held_by_user.remove(&r.user_id);
+                            c.held_by_user.remove(&user);
                         }
                     }
                 }
