@@ -76,7 +76,16 @@ impl Timestamp {
             return Timestamp(*EPOCH);
         }
         let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-        let (year, month, day) = civil_from_days(days);
+        // Julian day 2 440 588 is 1970-01-01; the range check above keeps
+        // the day within `time::Date`'s years 0000-9999.
+        let Ok(date) = time::Date::from_julian_day((days + 2_440_588) as i32) else {
+            return Timestamp(*EPOCH);
+        };
+        let (year, month, day) = (
+            i64::from(date.year()),
+            i64::from(u8::from(date.month())),
+            i64::from(date.day()),
+        );
         let secs = ms_of_day / 1000;
         let mut b = *EPOCH;
         let mut put = |at: usize, value: i64, width: usize| {
@@ -119,21 +128,6 @@ impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }
-}
-
-/// (year, month, day) of a day count since 1970-01-01, proleptic
-/// Gregorian (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Parses an RFC 3339 timestamp (any offset) into epoch milliseconds.
