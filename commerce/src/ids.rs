@@ -18,42 +18,20 @@ pub fn id_on_shard(shard: ShardId, shard_count: usize) -> String {
     }
 }
 
-/// An id (order, user) as the shard's maps and indexes key it: the UUID's
-/// 128 bits.
+/// An id (order, user) as the shard's maps and indexes key it: 128 bits.
 /// Inline and `Copy`, so a map grows without re-reading a heap string per
-/// entry, and an index entry costs no allocation. For ids in canonical form
-/// (lower-case, hyphenated, as [`id_on_shard`] makes them) the numeric
-/// order is the order of the strings.
+/// entry, and an index entry costs no allocation.
 pub type IdKey = u128;
 
-/// The key of `id` if it is in canonical form (what [`id_on_shard`] makes);
-/// `None` for anything else, so a lookup of a non-canonical spelling finds
-/// nothing, as a lookup of the string did.
-pub fn id_key(id: &str) -> Option<IdKey> {
-    let b = id.as_bytes();
-    if b.len() != 36 {
-        return None;
-    }
-    let mut key: u128 = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let digit = match c {
-            b'-' if matches!(i, 8 | 13 | 18 | 23) => continue,
-            b'0'..=b'9' if !matches!(i, 8 | 13 | 18 | 23) => c - b'0',
-            b'a'..=b'f' if !matches!(i, 8 | 13 | 18 | 23) => c - b'a' + 10,
-            _ => return None,
-        };
-        key = key << 4 | u128::from(digit);
-    }
-    Some(key)
-}
-
-/// The key of a user id: [`id_key`] for a canonical id (every id the node
-/// makes), else the first 128 bits of its SHA-256 with the UUID version
-/// nibble cleared (never a UUIDv7's key), so that state keyed by user
-/// accepts any id string as the string-keyed maps did.
-pub fn user_key(id: &str) -> IdKey {
-    use sha2::{Digest, Sha256};
-    id_key(id).unwrap_or_else(|| {
+/// The key of `id`. For an id in canonical form (lower-case, hyphenated, as
+/// [`id_on_shard`] makes every id) it is the UUID's bits, so keys sort as
+/// the ids do. Any other string gets the first 128 bits of its SHA-256 with
+/// the UUID version nibble cleared (never the key of one of our UUIDv7s):
+/// distinct strings keep distinct keys, as the string-keyed maps had them,
+/// and another spelling of an id finds nothing.
+pub fn id_key(id: &str) -> IdKey {
+    canonical_bits(id).unwrap_or_else(|| {
+        use sha2::{Digest, Sha256};
         let digest = Sha256::digest(id.as_bytes());
         let mut bits = [0u8; 16];
         bits.copy_from_slice(&digest[..16]);
@@ -61,9 +39,23 @@ pub fn user_key(id: &str) -> IdKey {
     })
 }
 
-/// The canonical id of `key` (inverse of [`id_key`]).
-pub fn id_of_key(key: IdKey) -> String {
-    uuid::Uuid::from_u128(key).hyphenated().to_string()
+/// The bits of a canonical UUID string; `None` for any other string.
+fn canonical_bits(id: &str) -> Option<u128> {
+    let b = id.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut bits: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let digit = match c {
+            b'-' if matches!(i, 8 | 13 | 18 | 23) => continue,
+            b'0'..=b'9' if !matches!(i, 8 | 13 | 18 | 23) => c - b'0',
+            b'a'..=b'f' if !matches!(i, 8 | 13 | 18 | 23) => c - b'a' + 10,
+            _ => return None,
+        };
+        bits = bits << 4 | u128::from(digit);
+    }
+    Some(bits)
 }
 
 /// A fresh UUIDv7, canonical (lower-case, hyphenated), on no particular
@@ -97,13 +89,12 @@ mod tests {
     }
 
     #[test]
-    fn order_keys_round_trip_and_keep_the_order_of_the_ids() {
+    fn canonical_ids_key_as_their_bits_in_the_order_of_the_ids() {
         let mut ids: Vec<String> = (0..50).map(|_| id_on_shard(0, 1)).collect();
         ids.push("00000000-0000-0000-0000-000000000000".into());
         ids.push("ffffffff-ffff-ffff-ffff-ffffffffffff".into());
         for id in &ids {
-            let key = id_key(id).expect("canonical");
-            assert_eq!(&id_of_key(key), id);
+            assert_eq!(id_key(id), uuid::Uuid::parse_str(id).unwrap().as_u128());
         }
         let mut by_key = ids.clone();
         by_key.sort_by_key(|id| id_key(id));
@@ -112,25 +103,24 @@ mod tests {
     }
 
     #[test]
-    fn only_canonical_ids_have_a_key() {
+    fn other_strings_key_apart_from_every_uuidv7() {
         let id = id_on_shard(0, 1);
-        assert!(id_key(&id.to_uppercase()).is_none());
-        assert!(id_key(&id.replace('-', "")).is_none());
-        assert!(id_key(&format!("{}x", &id[..35])).is_none());
-        assert!(id_key(&id[..35]).is_none());
         let moved = format!("{}-{}", &id[..7], &id[8..]);
-        assert!(id_key(&moved).is_none(), "a hyphen out of place");
-    }
-
-    #[test]
-    fn user_keys_of_other_spellings_are_distinct_and_never_a_v7_key() {
-        let id = id_on_shard(0, 1);
-        assert_eq!(Some(user_key(&id)), id_key(&id));
-        let (a, b) = (user_key("u1"), user_key("u2"));
-        assert_ne!(a, b);
-        assert_eq!(a, user_key("u1"), "stable");
-        for k in [a, b, user_key(&id.to_uppercase())] {
-            assert_eq!(uuid::Uuid::from_u128(k).get_version_num(), 0);
+        let others = [
+            id.to_uppercase(),
+            id.replace('-', ""),
+            format!("{}x", &id[..35]),
+            id[..35].to_owned(),
+            moved,
+            "u1".to_owned(),
+            "u2".to_owned(),
+        ];
+        for other in &others {
+            let key = id_key(other);
+            assert_ne!(key, id_key(&id), "{other}");
+            assert_eq!(uuid::Uuid::from_u128(key).get_version_num(), 0, "{other}");
+            assert_eq!(key, id_key(other), "stable");
         }
+        assert_ne!(id_key("u1"), id_key("u2"));
     }
 }

@@ -25,7 +25,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::change::Change;
 use crate::clock::Millis;
-use crate::ids::{IdKey, id_key, user_key};
+use crate::ids::{IdKey, id_key};
 use crate::model::{
     EventRec, IdempotencyRec, OrderRec, OrderStatus, ProductRec, RefreshFamily, ReservationRec,
     SaleRec, Stock, UserRec,
@@ -251,11 +251,7 @@ impl ShardData {
                 self.d.sales.insert(sale.id.clone(), (sale, counts));
             }
             Change::OrderPut(o) => {
-                // Every order id is made by `ids::id_on_shard`, canonical.
-                let Some(key) = id_key(&o.id) else {
-                    debug_assert!(false, "order id {:?} is not canonical", o.id);
-                    return;
-                };
+                let key = id_key(&o.id);
                 if let Some(old) = self.d.orders.get(&key) {
                     self.orders.expiry.remove(&(old.expires_at, key));
                 }
@@ -263,7 +259,7 @@ impl ShardData {
                 self.d.orders.insert(key, o);
             }
             Change::IdempotencySaved { user_id, key, rec } => {
-                let (at, user) = (rec.at, user_key(&user_id));
+                let (at, user) = (rec.at, id_key(&user_id));
                 let keys = self.d.idempotency.entry(user).or_default();
                 if let Some(old) = keys.insert(key.clone(), rec) {
                     self.idempotency_by_time
@@ -363,7 +359,7 @@ impl OrderIndex {
     fn insert(&mut self, key: IdKey, o: &OrderRec) {
         self.by_time.insert((o.created_at, key));
         self.by_user
-            .entry(user_key(&o.user_id))
+            .entry(id_key(&o.user_id))
             .or_default()
             .insert((o.created_at, key));
         if o.status == OrderStatus::Pending {

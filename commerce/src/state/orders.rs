@@ -5,7 +5,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::change::Change;
 use crate::clock::Millis;
 use crate::error::{DomainError, DomainResult};
-use crate::ids::{id_key, id_of_key, user_key};
+use crate::ids::id_key;
 use crate::model::{EventRec, IdempotencyRec, OrderRec, OrderStatus};
 
 use super::ShardData;
@@ -71,7 +71,7 @@ impl ShardData {
 
     /// An order by id.
     pub fn order(&self, id: &str) -> Option<&OrderRec> {
-        self.d.orders.get(&id_key(id)?)
+        self.d.orders.get(&id_key(id))
     }
 
     /// Records a new or changed order with its event (`kind` from its
@@ -112,7 +112,8 @@ impl ShardData {
             .iter()
             .take_while(|(at, _)| *at <= now)
             .take(max)
-            .map(|&(_, key)| id_of_key(key))
+            .filter_map(|(_, key)| self.d.orders.get(key))
+            .map(|o| o.id.clone())
             .collect()
     }
 
@@ -126,15 +127,10 @@ impl ShardData {
     ) -> OrderPage {
         let empty = Default::default();
         let set = match user_id {
-            Some(u) => self.orders.by_user.get(&user_key(u)).unwrap_or(&empty),
+            Some(u) => self.orders.by_user.get(&id_key(u)).unwrap_or(&empty),
             None => &self.orders.by_time,
         };
-        // A cursor's id is a UUID (checked at the edge); parsed leniently,
-        // as the string comparison it replaces accepted any spelling.
-        let after = after.map(|(at, id)| {
-            let key = uuid::Uuid::try_parse(id).map_or(0, |u| u.as_u128());
-            (*at, key)
-        });
+        let after = after.map(|(at, id)| (*at, id_key(id)));
         let mut it = set
             .iter()
             .rev()
@@ -147,7 +143,7 @@ impl ShardData {
 
     /// The first response recorded under a user's idempotency key.
     pub fn idempotent(&self, user_id: &str, key: &str) -> Option<&IdempotencyRec> {
-        self.d.idempotency.get(&user_key(user_id))?.get(key)
+        self.d.idempotency.get(&id_key(user_id))?.get(key)
     }
 
     /// How long idempotency records are kept (API.md: at least 24 h).
@@ -255,6 +251,44 @@ mod tests {
         s.apply(expire);
         assert!(s.idempotent("u", "old").is_none());
         assert!(s.idempotent("u", "new").is_some());
+    }
+
+    /// Any id string keys an order, not only the canonical ones the node
+    /// makes (nothing is dropped), and another spelling finds nothing.
+    #[test]
+    fn orders_are_found_by_exactly_their_id() {
+        let mut s = ShardData::new();
+        let canonical = crate::ids::id_on_shard(0, 1);
+        for id in [canonical.as_str(), "o-1"] {
+            s.apply(Change::OrderPut(OrderRec {
+                id: id.into(),
+                user_id: "u".into(),
+                status: OrderStatus::Pending,
+                items: Vec::new(),
+                total_cents: 0,
+                currency: "EUR".into(),
+                sale_id: None,
+                created_at: 1,
+                updated_at: 1,
+                expires_at: 5,
+            }));
+        }
+        assert_eq!(s.order("o-1").map(|o| o.id.as_str()), Some("o-1"));
+        assert_eq!(
+            s.order(&canonical).map(|o| o.id.as_str()),
+            Some(canonical.as_str())
+        );
+        assert!(s.order("O-1").is_none());
+        assert!(s.order(&canonical.to_uppercase()).is_none());
+        let mut overdue = s.overdue_orders(5, 10);
+        overdue.sort();
+        let mut both = vec![canonical.clone(), "o-1".to_owned()];
+        both.sort();
+        assert_eq!(
+            overdue, both,
+            "the sweep reads the ids back from the orders"
+        );
+        assert_eq!(s.orders_page(Some("u"), None, 10).items.len(), 2);
     }
 
     /// Expiry through the time index forgets exactly the records older

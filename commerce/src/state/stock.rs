@@ -10,7 +10,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::change::Change;
 use crate::clock::Millis;
 use crate::error::{DomainError, DomainResult};
-use crate::ids::{IdKey, id_key, id_of_key, user_key};
+use crate::ids::{IdKey, id_key};
 use crate::model::{Line, ReservationRec, SaleRec, Stock};
 
 use super::ShardData;
@@ -99,7 +99,7 @@ impl ShardData {
             });
         }
         let currency = currency.unwrap_or("USD").to_owned();
-        if id_key(order_id).is_some_and(|k| self.d.reservations.contains_key(&k)) {
+        if self.d.reservations.contains_key(&id_key(order_id)) {
             return Ok((Vec::new(), priced, currency));
         }
         let mut changes = Vec::with_capacity(lines.len());
@@ -161,7 +161,7 @@ impl ShardData {
         }
         let held = counts
             .held_by_user
-            .get(&user_key(user_id))
+            .get(&id_key(user_id))
             .copied()
             .unwrap_or(0);
         if held.saturating_add(quantity) > sale.per_user_limit {
@@ -185,7 +185,7 @@ impl ShardData {
     /// (`sold`) or releases them. `Err` when selling and nothing is held
     /// (the reservation was already released).
     pub fn plan_settle(&self, order_id: &str, sold: bool) -> DomainResult<Vec<Change>> {
-        let Some(held) = id_key(order_id).and_then(|k| self.d.reservations.get(&k)) else {
+        let Some(held) = self.d.reservations.get(&id_key(order_id)) else {
             return if sold {
                 Err(DomainError::Conflict(
                     "reservation_released",
@@ -215,21 +215,18 @@ impl ShardData {
             .iter()
             .take_while(|(at, _)| at.saturating_add(RESERVATION_GRACE_MS) <= now)
             .take(max)
-            .map(|&(_, key)| id_of_key(key))
+            .filter_map(|(_, key)| self.d.reservations.get(key)?.first())
+            .map(|r| r.order_id.clone())
             .collect()
     }
 
     pub(super) fn apply_reserved(&mut self, r: ReservationRec) {
-        // Every order id is made by `ids::id_on_shard`, canonical.
-        let Some(key) = id_key(&r.order_id) else {
-            debug_assert!(false, "order id {:?} is not canonical", r.order_id);
-            return;
-        };
+        let key = id_key(&r.order_id);
         match &r.sale_id {
             Some(sale_id) => {
                 if let Some((_, c)) = self.d.sales.get_mut(sale_id) {
                     c.remaining = c.remaining.saturating_sub(r.quantity);
-                    *c.held_by_user.entry(user_key(&r.user_id)).or_default() += r.quantity;
+                    *c.held_by_user.entry(id_key(&r.user_id)).or_default() += r.quantity;
                 }
             }
             None => {
@@ -243,9 +240,7 @@ impl ShardData {
     /// Removes `order_id`'s reservation of `sku`: sold units leave stock,
     /// released ones go back to where they came from.
     pub(super) fn settle(&mut self, order_id: &str, sku: &str, sold: bool) {
-        let Some(key) = id_key(order_id) else {
-            return;
-        };
+        let key = id_key(order_id);
         let Some(held) = self.d.reservations.get_mut(&key) else {
             return;
         };
@@ -264,7 +259,7 @@ impl ShardData {
                     && !sold
                 {
                     c.remaining = c.remaining.saturating_add(q);
-                    let user = user_key(&r.user_id);
+                    let user = id_key(&r.user_id);
                     if let Some(h) = c.held_by_user.get_mut(&user) {
                         *h = h.saturating_sub(q);
                         if *h == 0 {
