@@ -145,11 +145,11 @@ enum Report {
     Failed { worker: usize, error: String },
 }
 
-/// Runs `plan` once; `progress` sees each second as soon as every worker has
-/// reported it.
 /// Scripted runs started by this process (see `script_base` in [`run`]).
 static SCRIPTED_RUNS: AtomicUsize = AtomicUsize::new(0);
 
+/// Runs `plan` once; `progress` sees each second as soon as every worker has
+/// reported it.
 pub(crate) fn run(plan: &Plan, mut progress: impl FnMut(&Second)) -> anyhow::Result<RunResult> {
     if plan.threads == 0 || plan.connections < plan.threads {
         bail!(
