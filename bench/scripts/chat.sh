@@ -112,6 +112,7 @@ start_node() { # $1 = shards
     local shards="$1" cpus="$SERVER_CPU"
     [ "$shards" -gt 1 ] && cpus="$SERVER_CPU,$GEN_CPU"
     rm -rf "$SCRATCH/data"
+    require_free_port "$PORT"
     RAYLTICS_COMMERCE__ARGON2_MEMORY_KIB=64 RAYLTICS_COMMERCE__ARGON2_ITERATIONS=1 \
     RAYLTICS_REALTIME__MESSAGES_PER_SECOND=1000000 RAYLTICS_REALTIME__MESSAGE_BURST=1000000 \
         taskset -c "$cpus" "$RAYLTICS_BIN" serve --roles "$SHARD_ROLES" --shards "$shards" \

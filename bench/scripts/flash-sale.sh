@@ -47,11 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# A node left over on the port would share it (the shards listen with
-# SO_REUSEPORT) and answer part of the requests.
-if curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz"; then
-    die "something already answers on port $PORT (a node left running?)"
-fi
+require_free_port "$PORT"
 export RAYLTICS_ADMIN_EMAIL=admin@bench.test RAYLTICS_ADMIN_PASSWORD=admin-password-1
 RAYLTICS_COMMERCE__ARGON2_MEMORY_KIB=64 RAYLTICS_COMMERCE__ARGON2_ITERATIONS=1 \
     taskset -c "$SERVER_CPU" "$RAYLTICS_BIN" serve --roles "$SHARD_ROLES" --shards 1 \

@@ -113,6 +113,7 @@ node_env=(
 [ -n "${CONCURRENCY:-}" ] && node_env+=(RAYLTICS_WORKERS__EMAIL__CONCURRENCY="$CONCURRENCY")
 [ -n "${LINGER_MS:-}" ] && node_env+=(RAYLTICS_KAFKA__LINGER_MS="$LINGER_MS")
 printf '%s\n' "${node_env[@]}" >"$OUT/node-env.txt"
+require_free_port "$PORT"
 env "${node_env[@]}" taskset -c "$SERVER_CPU" "$RAYLTICS_BIN" serve --shards 1 \
     --http-addr "127.0.0.1:$PORT" --grpc-addr 127.0.0.1:0 \
     --data-dir "$SCRATCH/data" >"$SCRATCH/node.log" 2>&1 &

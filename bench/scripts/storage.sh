@@ -117,6 +117,7 @@ ROLES="${SHARD_ROLES:-gateway,auth,catalog,inventory,order,chat}"
 start_node() { # NAME PORT [VAR=VALUE ...]: sets LAST_PID
     local name="$1" port="$2"
     shift 2
+    require_free_port "$port"
     env RAYLTICS_COMMERCE__ARGON2_MEMORY_KIB=64 RAYLTICS_COMMERCE__ARGON2_ITERATIONS=1 "$@" \
         taskset -c "$SERVER_CPU" "$RAYLTICS_BIN" serve --roles "$ROLES" --shards 1 \
         --http-addr "127.0.0.1:$port" --grpc-addr 127.0.0.1:0 \

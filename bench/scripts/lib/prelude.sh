@@ -11,6 +11,14 @@
 # shellcheck disable=SC2034 # used by the scripts that source this file
 SHARD_ROLES="gateway,auth,catalog,inventory,order,chat"
 
+# Dies unless port $1 on 127.0.0.1 is free: a node left running there would
+# share it (the shards listen with SO_REUSEPORT) and answer part of a run.
+require_free_port() {
+    if curl -s -o /dev/null "http://127.0.0.1:$1/"; then
+        die "something already answers on port $1 (a node left running?)"
+    fi
+}
+
 bench_prelude() {
     BENCH_SCRIPT_NAME="$1"
     say() { printf '%s: %s\n' "$BENCH_SCRIPT_NAME" "$*" >&2; }
