@@ -282,11 +282,16 @@ pub async fn expire_order(state: &ShardState, id: &str) -> DomainResult<()> {
 /// their shards (sold when paid, released otherwise), then records the
 /// status and its event.
 async fn finish(state: &ShardState, id: &str, status: OrderStatus) -> DomainResult<OrderRec> {
-    let _busy = OrderGuard::take(state, id)?;
+    // Not pending any more is `order_not_pending`, checked before the guard:
+    // the change that ended the order applies its status before its commit
+    // is durable and holds the guard until then, so checking after it would
+    // answer `order_busy` for an order already shown as expired or paid.
+    // (No await between the check and the guard.)
     let order = state
         .store
         .read()
         .transition(id, status, state.shared.clock.now_ms())?;
+    let _busy = OrderGuard::take(state, id)?;
     let router = state.router();
     let mut shards: Vec<ShardId> = order
         .items
